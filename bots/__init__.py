@@ -1,0 +1,1 @@
+"""The AI administrator. It changes the CRM only through the tools the hub hands it."""

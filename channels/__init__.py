@@ -1,0 +1,1 @@
+"""Channels: provider payloads in, provider calls out. They never touch the database."""

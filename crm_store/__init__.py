@@ -1,0 +1,1 @@
+"""The CRM: tables, queries and domain operations. No HTTP, no Redis."""

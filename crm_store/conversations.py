@@ -1,0 +1,311 @@
+"""Conversations and their messages: storing each provider message once, delivery states."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from crm_store.identity import Hints, resolve_client
+from crm_store.models import Client, Conversation, Message
+from crm_store.timeutil import utcnow
+
+OPEN_STATUSES = ("bot", "waiting", "human")
+STATUSES = (*OPEN_STATUSES, "closed")
+DELIVERY_RANK = {"queued": 0, "failed": 1, "sent": 2, "delivered": 3, "read": 4}
+
+
+@dataclass
+class InboundRecord:
+    message: Message
+    conversation: Conversation
+    client: Client
+    duplicate: bool
+    new_client: bool = False
+    new_conversation: bool = False
+
+
+@dataclass
+class InboundData:
+    """What the store needs of an inbound message (the hub maps its contract onto this)."""
+
+    channel: str
+    inbox: str
+    chat_id: str
+    sender_id: str
+    provider_message_id: str
+    sent_at: datetime
+    text: str
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    hints: Hints = field(default_factory=Hints)
+    reply_to_id: str | None = None
+    public_id: str | None = None
+
+
+async def find_provider_message(
+    session: AsyncSession, channel: str, inbox: str, provider_message_id: str
+) -> Message | None:
+    return (
+        await session.exec(
+            select(Message).where(
+                Message.channel == channel,
+                Message.inbox == inbox,
+                Message.provider_message_id == provider_message_id,
+            )
+        )
+    ).first()
+
+
+async def record_inbound(
+    session: AsyncSession, data: InboundData, *, region: str = "UA", now: datetime | None = None
+) -> InboundRecord:
+    """Store an inbound message once; a second copy returns the first with duplicate=True.
+
+    The unique key (channel, inbox, provider_message_id) is the final word: a racing copy
+    that passes this check fails on insert, and the caller retries the transaction.
+    """
+    now = now or utcnow()
+    existing = await find_provider_message(
+        session, data.channel, data.inbox, data.provider_message_id
+    )
+    if existing is not None:
+        conversation = await session.get(Conversation, existing.conversation_id)
+        client = await session.get(Client, existing.client_id)
+        assert conversation is not None and client is not None
+        return InboundRecord(existing, conversation, client, duplicate=True)
+
+    resolved = await resolve_client(
+        session,
+        channel=data.channel,
+        inbox=data.inbox,
+        external_id=data.sender_id,
+        hints=data.hints,
+        at=now,
+        region=region,
+    )
+    client = resolved.client
+    conversation, opened = await open_conversation(
+        session,
+        client_id=client.id,
+        channel=data.channel,
+        inbox=data.inbox,  # type: ignore[arg-type]
+        chat_id=data.chat_id,
+        now=now,
+    )
+    if conversation.client_id != client.id:
+        conversation.client_id = client.id  # type: ignore[assignment]
+    message = Message(
+        public_id=data.public_id or uuid.uuid4().hex,
+        conversation_id=conversation.id,  # type: ignore[arg-type]
+        client_id=client.id,  # type: ignore[arg-type]
+        channel=data.channel,
+        inbox=data.inbox,
+        direction="in",
+        author="client",
+        text=data.text,
+        attachments=data.attachments,
+        provider_message_id=data.provider_message_id,
+        reply_to_id=data.reply_to_id,
+        status="received",
+        sent_at=data.sent_at,
+        created_at=now,
+        status_at=now,
+    )
+    session.add(message)
+    conversation.last_message_at = now
+    if conversation.first_inbound_at is None:
+        conversation.first_inbound_at = now
+    client.last_contact_at = now
+    if client.first_contact_at is None:
+        client.first_contact_at = now
+    await session.flush()
+    return InboundRecord(
+        message,
+        conversation,
+        client,
+        duplicate=False,
+        new_client=resolved.new_client,
+        new_conversation=opened,
+    )
+
+
+async def open_conversation(
+    session: AsyncSession,
+    *,
+    client_id: int,
+    channel: str,
+    inbox: str,
+    chat_id: str,
+    now: datetime,
+) -> tuple[Conversation, bool]:
+    """The open conversation of a chat, or a new one (status `bot`)."""
+    found = (
+        await session.exec(
+            select(Conversation)
+            .where(
+                Conversation.channel == channel,
+                Conversation.inbox == inbox,
+                Conversation.chat_id == chat_id,
+                col(Conversation.status).in_(OPEN_STATUSES),
+            )
+            .order_by(col(Conversation.id).desc())
+            .limit(1)
+        )
+    ).first()
+    if found is not None:
+        return found, False
+    conversation = Conversation(
+        client_id=client_id,
+        channel=channel,
+        inbox=inbox,
+        chat_id=chat_id,
+        status="bot",
+        opened_at=now,
+    )
+    session.add(conversation)
+    await session.flush()
+    return conversation, True
+
+
+async def record_outbound(
+    session: AsyncSession,
+    *,
+    conversation: Conversation,
+    text: str,
+    author: str,
+    outbound_key: str,
+    public_id: str,
+    staff_id: int | None = None,
+    attachments: list[dict[str, Any]] | None = None,
+    now: datetime | None = None,
+) -> Message:
+    """A reply about to leave: stored `queued` before it is put on the outbound stream."""
+    now = now or utcnow()
+    message = Message(
+        public_id=public_id,
+        conversation_id=conversation.id,  # type: ignore[arg-type]
+        client_id=conversation.client_id,
+        channel=conversation.channel,
+        inbox=conversation.inbox,
+        direction="out",
+        author=author,
+        staff_id=staff_id,
+        text=text,
+        attachments=attachments or [],
+        outbound_key=outbound_key,
+        status="queued",
+        created_at=now,
+        status_at=now,
+    )
+    session.add(message)
+    conversation.last_message_at = now
+    if author in ("staff", "bot") and conversation.first_response_at is None:
+        conversation.first_response_at = now
+    await session.flush()
+    return message
+
+
+async def message_by_public_id(session: AsyncSession, public_id: str) -> Message | None:
+    return (await session.exec(select(Message).where(Message.public_id == public_id))).first()
+
+
+async def set_delivery(
+    session: AsyncSession,
+    *,
+    public_id: str,
+    status: str,
+    provider_message_id: str | None = None,
+    error: str | None = None,
+    attempts: int | None = None,
+    now: datetime | None = None,
+) -> Message | None:
+    """Move an outbound message forward; a late `sent` never overwrites `read`."""
+    message = await message_by_public_id(session, public_id)
+    if message is None:
+        return None
+    if DELIVERY_RANK.get(status, 0) < DELIVERY_RANK.get(message.status, 0):
+        return message
+    message.status = status
+    message.status_at = now or utcnow()
+    if provider_message_id:
+        message.provider_message_id = provider_message_id
+    if error is not None:
+        message.error = error[:2000]
+    if attempts is not None:
+        message.attempts = attempts
+    await session.flush()
+    return message
+
+
+async def list_conversations(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    limit: int = 50,
+    before_id: int | None = None,
+) -> list[tuple[Conversation, Client, Message | None]]:
+    query = select(Conversation, Client).join(Client, col(Client.id) == Conversation.client_id)
+    if status:
+        query = query.where(Conversation.status == status)
+    if before_id:
+        query = query.where(col(Conversation.id) < before_id)
+    query = query.order_by(col(Conversation.last_message_at).desc(), col(Conversation.id).desc())
+    rows = list((await session.exec(query.limit(limit))).all())
+    if not rows:
+        return []
+    ids = [conv.id for conv, _ in rows]
+    last_ids = (
+        select(func.max(Message.id).label("mid"))
+        .where(col(Message.conversation_id).in_(ids))
+        .group_by(col(Message.conversation_id))
+        .subquery()
+    )
+    last = {
+        m.conversation_id: m
+        for m in (
+            await session.exec(select(Message).where(col(Message.id).in_(select(last_ids.c.mid))))
+        ).all()
+    }
+    return [(conv, client, last.get(conv.id)) for conv, client in rows]
+
+
+async def conversation_messages(
+    session: AsyncSession, conversation_id: int, *, limit: int = 200, after_id: int | None = None
+) -> list[Message]:
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if after_id:
+        query = query.where(col(Message.id) > after_id)
+    return list((await session.exec(query.order_by(col(Message.id)).limit(limit))).all())
+
+
+async def chat_history(
+    session: AsyncSession, *, channel: str, inbox: str, chat_id: str, limit: int = 100
+) -> list[Message]:
+    """The latest messages of a chat across its conversations, oldest first."""
+    conv_ids = select(Conversation.id).where(
+        Conversation.channel == channel,
+        Conversation.inbox == inbox,
+        Conversation.chat_id == chat_id,
+    )
+    rows = (
+        await session.exec(
+            select(Message)
+            .where(col(Message.conversation_id).in_(conv_ids))
+            .order_by(col(Message.id).desc())
+            .limit(limit)
+        )
+    ).all()
+    return list(reversed(rows))
+
+
+async def take_over(session: AsyncSession, conversation: Conversation, staff_id: int) -> bool:
+    """A staff reply takes the conversation: the bot stays silent while a human has it."""
+    changed = conversation.status != "human" or conversation.assignee_id != staff_id
+    conversation.status = "human"
+    conversation.assignee_id = staff_id
+    await session.flush()
+    return changed

@@ -1,0 +1,169 @@
+"""Cross-channel identity: one client card, however many channels the client writes from.
+
+An exact channel identity finds the card; otherwise a phone number or email already on a
+card links the new identity to it; otherwise a new card is opened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from crm_store import audit
+from crm_store.contacts import normalize_email, normalize_phone
+from crm_store.models import ChannelIdentity, Client
+
+
+@dataclass(frozen=True)
+class Hints:
+    display_name: str | None = None
+    username: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    language: str | None = None
+
+
+@dataclass
+class Resolution:
+    client: Client
+    identity: ChannelIdentity
+    new_client: bool
+    new_identity: bool
+
+
+async def resolve_client(
+    session: AsyncSession,
+    *,
+    channel: str,
+    inbox: str,
+    external_id: str,
+    hints: Hints,
+    at: datetime,
+    region: str = "UA",
+) -> Resolution:
+    phone = normalize_phone(hints.phone, region)
+    email = normalize_email(hints.email)
+
+    identity = (
+        await session.exec(
+            select(ChannelIdentity).where(
+                ChannelIdentity.channel == channel,
+                ChannelIdentity.inbox == inbox,
+                ChannelIdentity.external_id == external_id,
+            )
+        )
+    ).first()
+    if identity is not None:
+        client = await _live_client(session, identity.client_id)
+        if client.id != identity.client_id:
+            identity.client_id = client.id  # type: ignore[assignment]
+        await _fill_gaps(session, client, hints, phone, email)
+        return Resolution(client, identity, new_client=False, new_identity=False)
+
+    client = await _find_by_contact(session, phone, email)
+    new_client = client is None
+    if client is None:
+        client = Client(
+            name=hints.display_name or hints.username,
+            phone=phone,
+            email=email,
+            language=hints.language,
+            source_channel=channel,
+            first_contact_at=at,
+            last_contact_at=at,
+        )
+        session.add(client)
+        await session.flush()
+        audit.record(
+            session,
+            actor="system",
+            entity="client",
+            entity_id=client.id,  # type: ignore[arg-type]
+            action="created",
+            changes={"name": client.name, "phone": phone, "email": email, "source": channel},
+        )
+    else:
+        await _fill_gaps(session, client, hints, phone, email)
+
+    identity = ChannelIdentity(
+        client_id=client.id,  # type: ignore[arg-type]
+        channel=channel,
+        inbox=inbox,
+        external_id=external_id,
+        username=hints.username,
+        display_name=hints.display_name,
+    )
+    session.add(identity)
+    await session.flush()
+    if not new_client:
+        audit.record(
+            session,
+            actor="system",
+            entity="client",
+            entity_id=client.id,  # type: ignore[arg-type]
+            action="identity_linked",
+            changes={"channel": channel, "inbox": inbox, "external_id": external_id},
+        )
+    return Resolution(client, identity, new_client=new_client, new_identity=True)
+
+
+async def _live_client(session: AsyncSession, client_id: int) -> Client:
+    """Follow merges: an identity of a merged card belongs to the card it was merged into."""
+    client = await session.get(Client, client_id)
+    seen = set()
+    while client is not None and client.merged_into_id and client.id not in seen:
+        seen.add(client.id)
+        client = await session.get(Client, client.merged_into_id)
+    if client is None:
+        raise LookupError(f"client {client_id} is gone")
+    return client
+
+
+async def _find_by_contact(
+    session: AsyncSession, phone: str | None, email: str | None
+) -> Client | None:
+    for column, value in ((Client.phone, phone), (Client.email, email)):
+        if not value:
+            continue
+        found = (
+            await session.exec(
+                select(Client)
+                .where(column == value, col(Client.merged_into_id).is_(None))
+                .order_by(col(Client.id))
+                .limit(1)
+            )
+        ).first()
+        if found is not None:
+            return found
+    return None
+
+
+async def _fill_gaps(
+    session: AsyncSession, client: Client, hints: Hints, phone: str | None, email: str | None
+) -> None:
+    """A channel may tell us what the card lacks; it never overwrites what staff wrote."""
+    changes: dict[str, object] = {}
+    if not client.name and (hints.display_name or hints.username):
+        client.name = hints.display_name or hints.username
+        changes["name"] = client.name
+    if not client.phone and phone:
+        client.phone = phone
+        changes["phone"] = phone
+    if not client.email and email:
+        client.email = email
+        changes["email"] = email
+    if not client.language and hints.language:
+        client.language = hints.language
+        changes["language"] = hints.language
+    if changes:
+        audit.record(
+            session,
+            actor="system",
+            entity="client",
+            entity_id=client.id,  # type: ignore[arg-type]
+            action="updated_from_channel",
+            changes=changes,
+        )

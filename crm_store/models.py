@@ -1,0 +1,148 @@
+"""SQLModel tables of the CRM.
+
+Every datetime column is timezone-aware (asyncpg rejects aware values in naive columns);
+SQLite gives them back naive, so readers go through `crm_store.timeutil.aware`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index),
+    )
+
+
+def _ts_now(index: bool = False) -> Any:
+    return Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=index),
+    )
+
+
+# BIGINT on PostgreSQL, but SQLite only autoincrements an INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Client(SQLModel, table=True):
+    __tablename__ = "clients"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default=None, max_length=32, index=True)
+    email: str | None = Field(default=None, max_length=320, index=True)
+    language: str | None = Field(default=None, max_length=16)
+    source_channel: str | None = Field(default=None, max_length=20)
+    first_contact_at: datetime | None = _ts()
+    last_contact_at: datetime | None = _ts(index=True)
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    notes: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    preferred_master_id: int | None = Field(default=None)
+    marketing_consent: bool = Field(default=False)
+    merged_into_id: int | None = Field(default=None, foreign_key="clients.id")
+    created_at: datetime = _ts_now()
+
+
+class ChannelIdentity(SQLModel, table=True):
+    __tablename__ = "channel_identities"
+    __table_args__ = (UniqueConstraint("channel", "inbox", "external_id", name="uq_identity"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="clients.id", index=True)
+    channel: str = Field(max_length=20)
+    inbox: str = Field(max_length=100)
+    external_id: str = Field(max_length=200)
+    username: str | None = Field(default=None, max_length=200)
+    display_name: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _ts_now()
+
+
+class Conversation(SQLModel, table=True):
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversation_chat", "channel", "inbox", "chat_id", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="clients.id", index=True)
+    channel: str = Field(max_length=20)
+    inbox: str = Field(max_length=100)
+    chat_id: str = Field(max_length=200)
+    # bot | waiting | human | closed
+    status: str = Field(default="bot", max_length=10, index=True)
+    assignee_id: int | None = Field(default=None, foreign_key="staff.id")
+    opened_at: datetime = _ts_now()
+    closed_at: datetime | None = _ts()
+    last_message_at: datetime | None = _ts(index=True)
+    first_inbound_at: datetime | None = _ts()
+    first_response_at: datetime | None = _ts()
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (
+        # A provider message is stored once, whatever the retries and redeliveries.
+        UniqueConstraint("channel", "inbox", "provider_message_id", name="uq_message_provider"),
+        UniqueConstraint("outbound_key", name="uq_message_outbound"),
+        Index("ix_message_conversation", "conversation_id", "id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    public_id: str = Field(max_length=32, unique=True)
+    conversation_id: int = Field(foreign_key="conversations.id")
+    client_id: int = Field(foreign_key="clients.id", index=True)
+    channel: str = Field(max_length=20)
+    inbox: str = Field(max_length=100)
+    direction: str = Field(max_length=3)  # in | out
+    author: str = Field(max_length=10)  # client | bot | staff | system
+    staff_id: int | None = Field(default=None, foreign_key="staff.id")
+    text: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    attachments: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    provider_message_id: str | None = Field(default=None, max_length=200)
+    outbound_key: str | None = Field(default=None, max_length=64)
+    reply_to_id: str | None = Field(default=None, max_length=200)
+    # inbound: received; outbound: queued | sent | delivered | read | failed
+    status: str = Field(default="received", max_length=10)
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    attempts: int = Field(default=0)
+    sent_at: datetime | None = _ts()
+    created_at: datetime = _ts_now()
+    status_at: datetime | None = _ts()
+
+
+class Staff(SQLModel, table=True):
+    __tablename__ = "staff"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    name: str = Field(default="", max_length=200)
+    role: str = Field(max_length=10)  # owner | admin | master
+    password_hash: str = Field(max_length=200)
+    active: bool = Field(default=True)
+    language: str = Field(default="uk", max_length=16)
+    created_at: datetime = _ts_now()
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_entity", "entity", "entity_id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    at: datetime = _ts_now(index=True)
+    actor: str = Field(max_length=10)  # staff | bot | system | client | import
+    staff_id: int | None = Field(default=None, foreign_key="staff.id")
+    entity: str = Field(max_length=30)
+    entity_id: int
+    action: str = Field(max_length=40)
+    changes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

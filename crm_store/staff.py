@@ -1,0 +1,73 @@
+"""Staff accounts. Passwords are stored as argon2 hashes only."""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from crm_store.contacts import normalize_email
+from crm_store.models import Staff
+
+ROLES = ("owner", "admin", "master")
+MIN_PASSWORD = 8
+_hasher = PasswordHasher()
+# Verified against when the email is unknown, so a wrong email costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
+class StaffError(ValueError):
+    pass
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+async def add_staff(
+    session: AsyncSession,
+    *,
+    email: str,
+    password: str,
+    role: str,
+    name: str = "",
+    language: str = "uk",
+) -> Staff:
+    normalized = normalize_email(email)
+    if normalized is None:
+        raise StaffError(f"not an email address: {email!r}")
+    if role not in ROLES:
+        raise StaffError(f"role must be one of {', '.join(ROLES)}")
+    if len(password) < MIN_PASSWORD:
+        raise StaffError(f"the password needs at least {MIN_PASSWORD} characters")
+    if await staff_by_email(session, normalized) is not None:
+        raise StaffError(f"{normalized} already has an account")
+    staff = Staff(
+        email=normalized,
+        password_hash=hash_password(password),
+        role=role,
+        name=name or normalized.split("@")[0],
+        language=language,
+    )
+    session.add(staff)
+    await session.flush()
+    return staff
+
+
+async def staff_by_email(session: AsyncSession, email: str) -> Staff | None:
+    return (await session.exec(select(Staff).where(Staff.email == email))).first()
+
+
+async def authenticate(session: AsyncSession, email: str, password: str) -> Staff | None:
+    normalized = normalize_email(email) or ""
+    staff = await staff_by_email(session, normalized) if normalized else None
+    try:
+        _hasher.verify(staff.password_hash if staff else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if staff is None or not staff.active:
+        return None
+    if _hasher.check_needs_rehash(staff.password_hash):
+        staff.password_hash = hash_password(password)
+    return staff

@@ -1,0 +1,1 @@
+"""The hub: wires channels, the CRM store and the bots together."""

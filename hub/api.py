@@ -1,0 +1,195 @@
+"""The staff JSON API under /api/ (session cookie from /api/auth/login)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, Field, ValidationError
+
+from crm_store.conversations import STATUSES, conversation_messages, list_conversations
+from crm_store.db import transaction
+from crm_store.models import Client, Conversation, Staff
+from crm_store.staff import authenticate
+from crm_store.timeutil import aware
+from hub import auth
+from hub.events import message_frame
+from hub.messages import Author
+from hub.replies import send_reply
+from hub.state import HUB, Hub
+
+log = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+M = TypeVar("M", bound=BaseModel)
+
+
+class LoginBody(BaseModel):
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1000)
+
+
+class ReplyBody(BaseModel):
+    text: str = Field(min_length=1, max_length=4000)
+    idempotency_key: str | None = Field(default=None, min_length=8, max_length=64)
+
+
+def _hub(request: web.Request) -> Hub:
+    return request.app[HUB]
+
+
+async def _body(request: web.Request, model: type[M]) -> M:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(
+            text='{"error": "send JSON (Content-Type: application/json)"}',
+            content_type="application/json",
+        )
+    try:
+        return model.model_validate_json(await request.read())
+    except ValidationError as exc:
+        details = [{"field": ".".join(map(str, e["loc"])), "error": e["msg"]} for e in exc.errors()]
+        raise web.HTTPBadRequest(
+            text=web.json_response({"error": "invalid request", "details": details}).text,
+            content_type="application/json",
+        ) from None
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "{name} must be a whole number"}}', content_type="application/json"
+        ) from None
+    if number < 1:
+        raise web.HTTPBadRequest(
+            text=f'{{"error": "{name} must be positive"}}', content_type="application/json"
+        )
+    return number
+
+
+def _iso(value: Any) -> str | None:
+    value = aware(value)
+    return value.isoformat() if value else None
+
+
+@routes.post("/api/auth/login")
+async def login(request: web.Request) -> web.Response:
+    body = await _body(request, LoginBody)
+    hub = _hub(request)
+    async with transaction(hub.sessions) as session:
+        staff = await authenticate(session, body.email, body.password)
+    if staff is None:
+        log.info("failed staff login")
+        return web.json_response({"error": "wrong email or password"}, status=401)
+    settings = hub.settings
+    token = await auth.open_session(hub.redis, staff.id, settings.hub_session_days * 86400)  # type: ignore[arg-type]
+    response = web.json_response(_staff_json(staff))
+    response.set_cookie(
+        auth.COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=settings.cookie_secure,
+        max_age=settings.hub_session_days * 86400,
+        path="/",
+    )
+    return response
+
+
+@routes.post("/api/auth/logout")
+async def logout(request: web.Request) -> web.Response:
+    await auth.close_session(_hub(request).redis, request.cookies.get(auth.COOKIE))
+    response = web.json_response({"ok": True})
+    response.del_cookie(auth.COOKIE, path="/")
+    return response
+
+
+@routes.get("/api/me")
+async def me(request: web.Request) -> web.Response:
+    async with _hub(request).sessions() as session:
+        staff = await session.get(Staff, request[auth.STAFF_KEY])
+    if staff is None or not staff.active:
+        raise web.HTTPUnauthorized(
+            text='{"error": "not signed in"}', content_type="application/json"
+        )
+    return web.json_response(_staff_json(staff))
+
+
+@routes.get("/api/conversations")
+async def conversations(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status and status not in STATUSES:
+        return web.json_response(
+            {"error": f"status must be one of {', '.join(STATUSES)}"}, status=400
+        )
+    limit = min(_int(request.query.get("limit", "50"), "limit"), 200)
+    before = request.query.get("before")
+    async with _hub(request).sessions() as session:
+        rows = await list_conversations(
+            session,
+            status=status,
+            limit=limit,
+            before_id=_int(before, "before") if before else None,
+        )
+    return web.json_response(
+        {"conversations": [_conversation_json(c, cl, last) for c, cl, last in rows]}
+    )
+
+
+@routes.get("/api/conversations/{id}/messages")
+async def messages(request: web.Request) -> web.Response:
+    conversation_id = _int(request.match_info["id"], "id")
+    async with _hub(request).sessions() as session:
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is None:
+            return web.json_response({"error": "no such conversation"}, status=404)
+        rows = await conversation_messages(session, conversation_id)
+    return web.json_response({"messages": [message_frame(m) for m in rows]})
+
+
+@routes.post("/api/conversations/{id}/messages")
+async def reply(request: web.Request) -> web.Response:
+    conversation_id = _int(request.match_info["id"], "id")
+    body = await _body(request, ReplyBody)
+    hub = _hub(request)
+    async with hub.sessions() as session:
+        conversation = await session.get(Conversation, conversation_id)
+    if conversation is None:
+        return web.json_response({"error": "no such conversation"}, status=404)
+    if conversation.status == "closed":
+        return web.json_response({"error": "the conversation is closed"}, status=409)
+    queued = await send_reply(
+        hub.sessions,
+        hub.bus,
+        conversation_id=conversation_id,
+        text=body.text,
+        author=Author.staff,
+        staff_id=request[auth.STAFF_KEY],
+        idempotency_key=f"staff:{body.idempotency_key}" if body.idempotency_key else None,
+    )
+    return web.json_response(message_frame(queued.message), status=201 if queued.created else 200)
+
+
+def _staff_json(staff: Staff) -> dict[str, Any]:
+    return {"id": staff.id, "email": staff.email, "name": staff.name, "role": staff.role}
+
+
+def _conversation_json(conv: Conversation, client: Client, last: Any) -> dict[str, Any]:
+    return {
+        "id": conv.id,
+        "channel": conv.channel,
+        "inbox": conv.inbox,
+        "status": conv.status,
+        "assignee_id": conv.assignee_id,
+        "client": {
+            "id": client.id,
+            "name": client.name,
+            "phone": client.phone,
+            "email": client.email,
+        },
+        "opened_at": _iso(conv.opened_at),
+        "last_message_at": _iso(conv.last_message_at),
+        "first_response_at": _iso(conv.first_response_at),
+        "last_message": message_frame(last) if last is not None else None,
+    }

@@ -1,0 +1,263 @@
+"""The `hub` command: serve, migrate, staff add, dead list|replay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from hub.config import Settings
+
+log = logging.getLogger("hub")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+class CliError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description="Omnichannel salon messaging hub")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run everything in one process")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--demo", action="store_true", help="load the demo salon")
+    serve.add_argument("--migrate", action="store_true", help="migrate PostgreSQL before serving")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="bring the database schema up to date")
+    migrate.set_defaults(func=cmd_migrate)
+
+    staff = sub.add_parser("staff", help="staff accounts")
+    staff_sub = staff.add_subparsers(dest="staff_command", required=True)
+    add = staff_sub.add_parser("add", help="add a staff member")
+    add.add_argument("--email", required=True)
+    add.add_argument("--password", help="at least 8 characters; asked for when omitted")
+    add.add_argument("--role", required=True, choices=["owner", "admin", "master"])
+    add.add_argument("--name", default="")
+    add.set_defaults(func=cmd_staff_add)
+
+    dead = sub.add_parser("dead", help="dead-letter entries")
+    dead_sub = dead.add_subparsers(dest="dead_command", required=True)
+    dead_list = dead_sub.add_parser("list", help="list dead letters")
+    dead_list.add_argument("--count", type=int, default=100)
+    dead_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    dead_list.set_defaults(func=cmd_dead_list)
+    replay = dead_sub.add_parser("replay", help="put dead letters back on their streams")
+    replay.add_argument("id", nargs="?", help="the dead letter's id (from `hub dead list`)")
+    replay.add_argument("--all", action="store_true", help="replay every dead letter")
+    replay.add_argument(
+        "--data", help="replace the entry's data with this file's content (- for stdin)"
+    )
+    replay.set_defaults(func=cmd_dead_replay)
+    return parser
+
+
+# serve ----------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return asyncio.run(
+        serve(Settings(), args.host, args.port, demo=args.demo, migrate=args.migrate)
+    )
+
+
+async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate: bool) -> int:
+    from aiohttp import web
+
+    from crm_store.migrate import SchemaOutOfDate
+    from hub.state import Hub
+    from hub.web import create_app
+
+    hub = Hub(settings, migrate=migrate)
+    try:
+        await hub.open()
+    except SchemaOutOfDate as exc:
+        await hub.close()
+        raise CliError(str(exc)) from None
+    runner: web.AppRunner | None = None
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        login = await load_demo(hub) if demo else None
+        await hub.start()
+        runner = web.AppRunner(create_app(hub), handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        base = settings.hub_public_url or f"http://{host}:{port}"
+        print(f"\nThe hub is running at {base}", flush=True)
+        print(f"  web chat (write as a client): {base}/chat", flush=True)
+        print(f"  staff API:                    {base}/api/  (POST /api/auth/login)", flush=True)
+        print(f"  health:                       {base}/healthz", flush=True)
+        if login:
+            print(f"  demo owner login:             {login[0]} / {login[1]}", flush=True)
+        print("Press Ctrl-C to stop.\n", flush=True)
+        await stopping.wait()
+        log.info("shutting down")
+    finally:
+        await hub.stop()
+        if runner is not None:
+            await runner.cleanup()
+        await hub.close()
+    return 0
+
+
+async def load_demo(hub) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """The demo owner, with a fresh password each start (printed, never stored in clear)."""
+    from crm_store.db import transaction
+    from crm_store.staff import add_staff, hash_password, staff_by_email
+
+    email = "owner@demo.salon"
+    password = secrets.token_urlsafe(9)
+    async with transaction(hub.sessions) as session:
+        staff = await staff_by_email(session, email)
+        if staff is None:
+            await add_staff(
+                session, email=email, password=password, role="owner", name="Demo Owner"
+            )
+        else:
+            staff.password_hash = hash_password(password)
+    return email, password
+
+
+# migrate, staff -------------------------------------------------------------------------
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from crm_store.migrate import upgrade
+
+    del args
+    settings = Settings()
+    upgrade(settings.effective_database_url())
+    print("the database schema is up to date")
+    return 0
+
+
+def cmd_staff_add(args: argparse.Namespace) -> int:
+    password = args.password
+    if password is None:
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    return asyncio.run(_staff_add(Settings(), args.email, password, args.role, args.name))
+
+
+async def _staff_add(settings: Settings, email: str, password: str, role: str, name: str) -> int:
+    from crm_store.db import create_engine, is_sqlite, session_factory, transaction
+    from crm_store.migrate import upgrade_async
+    from crm_store.staff import StaffError, add_staff
+
+    url = settings.effective_database_url()
+    if is_sqlite(url):
+        await upgrade_async(url)
+    engine = create_engine(url)
+    try:
+        async with transaction(session_factory(engine)) as session:
+            staff = await add_staff(session, email=email, password=password, role=role, name=name)
+        print(f"added {staff.role} {staff.email} (id {staff.id})")
+        return 0
+    except StaffError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        await engine.dispose()
+
+
+# dead letters ---------------------------------------------------------------------------
+
+
+async def _with_bus(settings: Settings, action):  # type: ignore[no-untyped-def]
+    from redis.asyncio import Redis
+
+    from hub.bus import Bus
+    from hub.embedded_redis import EmbeddedRedis
+
+    embedded = None
+    url = settings.redis_url
+    if not url:
+        embedded = EmbeddedRedis(settings.data_dir)
+        if embedded.socket.exists():
+            url = embedded.url  # the running hub's server
+            embedded = None
+        else:
+            url = await embedded.astart()
+    redis = Redis.from_url(url, decode_responses=True)
+    try:
+        return await action(
+            Bus(redis, shards=settings.hub_inbound_shards, maxlen=settings.hub_stream_maxlen)
+        )
+    finally:
+        await redis.aclose()
+        if embedded is not None:
+            await embedded.astop()
+
+
+def cmd_dead_list(args: argparse.Namespace) -> int:
+    rows = asyncio.run(_with_bus(Settings(), lambda bus: bus.dead_letters(args.count)))
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no dead letters")
+        return 0
+    for row in rows:
+        failed = datetime.fromtimestamp(row["failed_at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{row['id']}  {row['stream']}  {failed}Z  deliveries={row['deliveries']}")
+        print(f"    error: {row['error']}")
+        data = str(row["fields"].get("data", ""))
+        print(f"    data:  {data[:200]}{'…' if len(data) > 200 else ''}")
+    return 0
+
+
+def cmd_dead_replay(args: argparse.Namespace) -> int:
+    if bool(args.id) == bool(args.all):
+        raise CliError("give a dead letter id or --all")
+    if args.all and args.data:
+        raise CliError("--data replaces one entry's data: give an id with it")
+    data = None
+    if args.data:
+        data = sys.stdin.read() if args.data == "-" else Path(args.data).read_text(encoding="utf-8")
+
+    async def action(bus):  # type: ignore[no-untyped-def]
+        if args.all:
+            return await bus.replay_all()
+        try:
+            return [await bus.replay(args.id, data)]
+        except KeyError as exc:
+            raise CliError(str(exc.args[0])) from None
+
+    ids = asyncio.run(_with_bus(Settings(), action))
+    print(f"replayed {len(ids)} entr{'y' if len(ids) == 1 else 'ies'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

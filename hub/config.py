@@ -1,0 +1,67 @@
+"""Settings from the environment and `.env`; every one is documented in `.env.example`."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CHANNEL_NAMES = ("telegram", "instagram", "viber", "sms", "email", "webchat")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    hub_llm_model: str = "gpt-4o-mini"
+    hub_data_dir: Path = Path("./hub-data")
+    hub_timezone: str = "Europe/Kyiv"
+    hub_secret_key: SecretStr | None = None
+    hub_public_url: str | None = None
+    hub_default_region: str = "UA"
+    hub_default_language: str = "uk"
+
+    # The pipeline.
+    hub_inbound_shards: int = Field(default=8, ge=1, le=1024)
+    hub_claim_idle_ms: int = Field(default=30_000, ge=1)
+    hub_max_deliveries: int = Field(default=5, ge=1)
+    hub_stream_maxlen: int = Field(default=100_000, ge=1_000)
+    hub_shard_lease_ms: int = Field(default=10_000, ge=100)
+    hub_outbound_attempts: int = Field(default=5, ge=1)
+    hub_outbound_backoff_ms: int = Field(default=500, ge=1)
+    hub_outbound_backoff_max_ms: int = Field(default=60_000, ge=1)
+
+    # Staff sessions.
+    hub_session_days: int = Field(default=14, ge=1)
+
+    # Web chat.
+    hub_webchat_enabled: bool = True
+    hub_webchat_inbox: str = "site"
+
+    @field_validator("hub_default_region")
+    @classmethod
+    def _upper_region(cls, value: str) -> str:
+        return value.upper()
+
+    @cached_property
+    def data_dir(self) -> Path:
+        return self.hub_data_dir.expanduser().resolve()
+
+    @property
+    def cookie_secure(self) -> bool:
+        return bool(self.hub_public_url and self.hub_public_url.startswith("https://"))
+
+    def sqlite_url(self) -> str:
+        return f"sqlite+aiosqlite:///{self.data_dir / 'hub.sqlite3'}"
+
+    def effective_database_url(self) -> str:
+        return self.database_url or self.sqlite_url()
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

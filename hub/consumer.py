@@ -1,0 +1,232 @@
+"""A consumer-group worker over Redis streams: read, handle, ack after success.
+
+- A handler that returns has its entry acknowledged.
+- A handler that raises `PermanentError` (a malformed entry) sends it to hub:dead at once.
+- Any other exception leaves the entry pending; after `claim_idle_ms` it is reclaimed with
+  XAUTOCLAIM and tried again, and once it has been delivered `max_deliveries` times it goes
+  to hub:dead with the last error. Entries of a consumer that died are reclaimed the same way.
+- With shard leases, a shard with entries still pending is not read further until they are
+  done, so the entries of one chat are handled strictly in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from hub.bus import ERRORS_HASH, Bus, Entry, PermanentError, parse_entries
+from hub.leases import ShardLeases
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Entry], Awaitable[None]]
+
+
+class StreamConsumer:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        group: str,
+        name: str,
+        handler: Handler,
+        streams: list[str],
+        leases: ShardLeases | None = None,
+        claim_idle_ms: int = 30_000,
+        max_deliveries: int = 5,
+        batch: int = 50,
+        block_ms: int = 1_000,
+    ) -> None:
+        self.bus = bus
+        self.redis = bus.redis
+        self.group = group
+        self.name = name
+        self.handler = handler
+        self.streams = streams
+        self.leases = leases
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+        self.batch = batch
+        self.block_ms = min(block_ms, max(50, claim_idle_ms // 2))
+        self._recovering: set[str] = set()
+        self._groups_ready: set[str] = set()
+        self._stopping = asyncio.Event()
+        self._last_refresh = 0.0
+        self._last_sweep = 0.0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Loop until stop(); a failing Redis is waited out, never a crash loop."""
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.poll_once()
+                    failures = 0
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    failures += 1
+                    delay = min(10.0, 0.2 * 2**failures)
+                    log.warning(
+                        "%s: redis unavailable (%s); retrying in %.1fs", self.name, exc, delay
+                    )
+                    await self._pause(delay)
+        finally:
+            if self.leases is not None:
+                try:
+                    await self.leases.release_all()
+                except Exception:  # the server may be gone at shutdown
+                    log.debug("could not release leases", exc_info=True)
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def current_streams(self) -> list[str]:
+        if self.leases is None:
+            return self.streams
+        now = time.monotonic()
+        if now - self._last_refresh >= self.leases.lease_ms / 3000:
+            await self.leases.refresh()
+            self._last_refresh = now
+            self._recovering |= self.leases.newly_acquired
+            self.leases.newly_acquired.clear()
+        self._recovering &= self.leases.owned
+        return sorted(self.leases.owned)
+
+    async def poll_once(self) -> int:
+        """One round: recover what is pending, then read and handle new entries."""
+        streams = await self.current_streams()
+        await self._ensure_groups(streams)
+        handled = 0
+        ready: list[str] = []
+        sweep_due = time.monotonic() - self._last_sweep >= self.claim_idle_ms / 2000
+        for stream in streams:
+            if self.leases is None:
+                if sweep_due:
+                    handled += await self._reclaim(stream)
+                ready.append(stream)
+                continue
+            if stream in self._recovering:
+                handled += await self._reclaim(stream)
+                if await self._pending_count(stream):
+                    continue
+                self._recovering.discard(stream)
+            ready.append(stream)
+        if sweep_due:
+            self._last_sweep = time.monotonic()
+        if not ready:
+            await self._pause(min(0.5, self.claim_idle_ms / 4000))
+            return handled
+        try:
+            reply = await self.redis.xreadgroup(
+                self.group,
+                self.name,
+                {s: ">" for s in ready},
+                count=self.batch,
+                block=self.block_ms,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                self._groups_ready.clear()
+                return handled
+            raise
+        batches = [
+            [Entry(stream, eid, fields or {}) for eid, fields in entries]
+            for stream, entries in parse_entries(reply)
+        ]
+        counts = await asyncio.gather(*(self._handle_sequence(b) for b in batches))
+        return handled + sum(counts)
+
+    async def _ensure_groups(self, streams: list[str]) -> None:
+        for stream in streams:
+            if stream not in self._groups_ready:
+                await self.bus.ensure_group(stream, self.group)
+                self._groups_ready.add(stream)
+
+    async def _pending_count(self, stream: str) -> int:
+        summary = await self.redis.xpending(stream, self.group)
+        return int(summary["pending"] if isinstance(summary, dict) else summary[0])
+
+    async def _reclaim(self, stream: str) -> int:
+        reply = await self.redis.xautoclaim(
+            stream,
+            self.group,
+            self.name,
+            min_idle_time=self.claim_idle_ms,
+            start_id="0-0",
+            count=self.batch,
+        )
+        # Redis 6.2 answers [cursor, entries]; 7 adds the ids of entries trimmed away.
+        claimed = reply[1] if len(reply) > 1 else []
+        if not claimed:
+            return 0
+        ids = [eid for eid, _ in claimed]
+        counts = await self._delivery_counts(stream, ids)
+        entries = []
+        for eid, fields in claimed:
+            if fields is None:  # trimmed while pending: nothing left to handle
+                await self._ack(Entry(stream, eid, {}))
+                continue
+            entries.append(Entry(stream, eid, fields, deliveries=counts.get(eid, 1)))
+        return await self._handle_sequence(entries)
+
+    async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
+        rows = await self.redis.xpending_range(
+            stream,
+            self.group,
+            min=ids[0],
+            max=ids[-1],
+            count=len(ids) * 2 + 10,
+            consumername=self.name,
+        )
+        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+
+    async def _handle_sequence(self, entries: list[Entry]) -> int:
+        """Entries of one stream, in order; the first transient failure stops the sequence."""
+        done = 0
+        for entry in entries:
+            if entry.deliveries > self.max_deliveries:
+                error = await self.redis.hget(ERRORS_HASH, _error_key(entry)) or (
+                    "the consumer died or timed out while handling it"
+                )
+                await self.bus.dead_letter(entry, error)
+                await self._ack(entry)
+                continue
+            try:
+                await self.handler(entry)
+            except PermanentError as exc:
+                await self.bus.dead_letter(entry, f"{type(exc).__name__}: {exc}")
+                await self._ack(entry)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("%s: %s entry %s failed", self.name, entry.stream, entry.id)
+                await self.redis.hset(
+                    ERRORS_HASH, _error_key(entry), f"{type(exc).__name__}: {exc}"[:4000]
+                )
+                self._recovering.add(entry.stream)
+                break
+            await self._ack(entry)
+            done += 1
+        return done
+
+    async def _ack(self, entry: Entry) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(entry.stream, self.group, entry.id)
+            pipe.hdel(ERRORS_HASH, _error_key(entry))
+            await pipe.execute()
+
+
+def _error_key(entry: Entry) -> str:
+    return f"{entry.stream}|{entry.id}"

@@ -1,0 +1,93 @@
+"""Sending a reply into a conversation: stored `queued`, then put on the outbound stream.
+
+Staff replies and bot replies both come through here. The idempotency key is unique in the
+store, so a retried call (a double-click, a bot worker redelivery) queues the reply once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import select
+
+from crm_store.conversations import record_outbound, take_over
+from crm_store.db import transaction
+from crm_store.models import Conversation, Message
+from hub.bus import Bus
+from hub.events import message_event
+from hub.messages import Author, OutboundMessage, QuickReply, new_id
+
+log = logging.getLogger(__name__)
+
+
+class ReplyError(LookupError):
+    pass
+
+
+@dataclass
+class Queued:
+    message: Message
+    conversation: Conversation
+    outbound: OutboundMessage
+    created: bool
+
+
+def outbound_of(message: Message, conversation: Conversation) -> OutboundMessage:
+    return OutboundMessage(
+        id=message.public_id,
+        conversation_id=conversation.id,  # type: ignore[arg-type]
+        channel=conversation.channel,  # type: ignore[arg-type]
+        inbox=conversation.inbox,
+        chat_id=conversation.chat_id,
+        text=message.text,
+        author=Author(message.author),
+        staff_id=message.staff_id,
+        idempotency_key=message.outbound_key or message.public_id,
+    )
+
+
+async def send_reply(
+    sessions: async_sessionmaker,
+    bus: Bus,
+    *,
+    conversation_id: int,
+    text: str,
+    author: Author,
+    staff_id: int | None = None,
+    idempotency_key: str | None = None,
+    quick_replies: list[QuickReply] | None = None,
+) -> Queued:
+    key = idempotency_key or new_id()
+    try:
+        async with transaction(sessions) as session:
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None:
+                raise ReplyError(f"no conversation {conversation_id}")
+            if author is Author.staff and staff_id is not None:
+                await take_over(session, conversation, staff_id)
+            message = await record_outbound(
+                session,
+                conversation=conversation,
+                text=text,
+                author=author.value,
+                outbound_key=key,
+                public_id=new_id(),
+                staff_id=staff_id,
+            )
+        created = True
+    except IntegrityError:
+        async with sessions() as session:
+            message = (await session.exec(select(Message).where(Message.outbound_key == key))).one()
+            conversation = await session.get(Conversation, message.conversation_id)
+            assert conversation is not None
+        created = False
+    outbound = outbound_of(message, conversation)
+    if quick_replies:
+        outbound.quick_replies = quick_replies
+    # Queued again on a retried call: the dispatcher sends only what is still `queued`.
+    await bus.publish_outbound(outbound)
+    await bus.publish_event(**message_event(message, conversation))
+    return Queued(message, conversation, outbound, created)

@@ -1,0 +1,120 @@
+"""The router: inbound shards → client card, conversation, message (once) → hub:events."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from crm_store.conversations import InboundData, InboundRecord, record_inbound
+from crm_store.db import transaction
+from crm_store.identity import Hints
+from hub import metrics
+from hub.bus import Bus, Entry, PermanentError
+from hub.consumer import StreamConsumer
+from hub.events import message_event
+from hub.leases import ShardLeases
+from hub.messages import InboundMessage, utcnow
+
+log = logging.getLogger(__name__)
+
+GROUP = "router"
+
+
+@dataclass
+class RouterHooks:
+    """Points where tests stop a router dead (os._exit) to prove nothing is lost."""
+
+    before_commit: Callable[[InboundMessage], None] | None = None
+    after_commit: Callable[[InboundMessage], None] | None = None
+
+
+def to_store(msg: InboundMessage) -> InboundData:
+    return InboundData(
+        channel=msg.channel,
+        inbox=msg.inbox,
+        chat_id=msg.chat_id,
+        sender_id=msg.sender_id,
+        provider_message_id=msg.provider_message_id,
+        sent_at=msg.sent_at,
+        text=msg.text,
+        attachments=[a.model_dump(exclude_none=True) for a in msg.attachments],
+        hints=Hints(**msg.contact.model_dump()),
+        reply_to_id=msg.reply_to_id,
+        public_id=msg.id,
+    )
+
+
+class Router:
+    def __init__(
+        self,
+        bus: Bus,
+        sessions: async_sessionmaker,
+        *,
+        region: str = "UA",
+        hooks: RouterHooks | None = None,
+    ) -> None:
+        self.bus = bus
+        self.sessions = sessions
+        self.region = region
+        self.hooks = hooks or RouterHooks()
+
+    def consumer(
+        self, name: str, *, claim_idle_ms: int, max_deliveries: int, lease_ms: int
+    ) -> StreamConsumer:
+        streams = self.bus.inbound_streams()
+        return StreamConsumer(
+            self.bus,
+            group=GROUP,
+            name=name,
+            handler=self.handle,
+            streams=streams,
+            leases=ShardLeases(self.bus.redis, name, streams, lease_ms),
+            claim_idle_ms=claim_idle_ms,
+            max_deliveries=max_deliveries,
+        )
+
+    async def handle(self, entry: Entry) -> None:
+        try:
+            msg = InboundMessage.model_validate_json(entry.data)
+        except ValidationError as exc:
+            raise PermanentError(f"malformed inbound message: {_short(exc)}") from None
+        record = await self.store(msg)
+        if self.hooks.after_commit:
+            self.hooks.after_commit(msg)
+        # Published for duplicates too: a crash between commit and publish must not lose the
+        # event, so every event consumer is idempotent on the message id.
+        await self.bus.publish_event(**message_event(record.message, record.conversation))
+        channel = msg.channel
+        if record.duplicate:
+            metrics.DUPLICATES_IN.labels(channel).inc()
+        else:
+            metrics.MESSAGES_IN.labels(channel).inc()
+            latency = (utcnow() - msg.received_at).total_seconds()
+            metrics.PIPELINE_LATENCY.labels(channel).observe(max(latency, 0.0))
+
+    async def store(self, msg: InboundMessage) -> InboundRecord:
+        data = to_store(msg)
+        for attempt in range(3):
+            try:
+                async with transaction(self.sessions) as session:
+                    record = await record_inbound(session, data, region=self.region)
+                    if self.hooks.before_commit and not record.duplicate:
+                        self.hooks.before_commit(msg)
+                return record
+            except IntegrityError:
+                # A racing copy of the same message or identity won; the retry finds it.
+                if attempt == 2:
+                    raise
+                log.info("retrying %s after a unique-key race", msg.provider_message_id)
+        raise AssertionError("unreachable")
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}" for err in exc.errors()
+    )[:1000]

@@ -1,0 +1,229 @@
+"""The running hub: Redis, the database, the bus, the channels and the workers of one process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import socket
+from collections import defaultdict
+from typing import Any
+
+from aiohttp import web
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from bots.base import Responder, SilentResponder
+from channels.base import Channel, FanoutHandler
+from channels.webchat import WebChatChannel
+from crm_store.conversations import chat_history
+from crm_store.db import create_engine, is_sqlite, session_factory
+from crm_store.migrate import require_head, upgrade_async
+from hub.botworker import BotWorker
+from hub.bus import Bus
+from hub.config import Settings
+from hub.consumer import StreamConsumer
+from hub.embedded_redis import EmbeddedRedis
+from hub.events import message_frame
+from hub.messages import DeliveryStatus, InboundMessage
+from hub.outbound import Backoff, Dispatcher
+from hub.router import Router, RouterHooks
+
+log = logging.getLogger(__name__)
+
+HUB: web.AppKey[Hub] = web.AppKey("hub")
+FANOUT_PREFIX = "hub:fanout:"
+
+
+class HubContext:
+    """What channels get from the hub (channels.base.ChannelContext)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.handlers: dict[str, list[FanoutHandler]] = defaultdict(list)
+
+    async def publish(self, msg: InboundMessage) -> None:
+        await self.hub.bus.publish_inbound(msg)
+
+    async def report(self, status: DeliveryStatus) -> None:
+        await self.hub.dispatcher.record(status)
+
+    async def history(self, channel: str, inbox: str, chat_id: str) -> list[dict[str, Any]]:
+        async with self.hub.sessions() as session:
+            rows = await chat_history(session, channel=channel, inbox=inbox, chat_id=chat_id)
+        return [message_frame(m) for m in rows]
+
+    async def fanout(self, topic: str, payload: dict[str, Any]) -> None:
+        await self.hub.redis.publish(FANOUT_PREFIX + topic, json.dumps(payload, default=str))
+
+    def on_fanout(self, topic: str, handler: FanoutHandler) -> None:
+        self.handlers[topic].append(handler)
+
+    async def listen(self) -> None:
+        """One pub/sub connection per process carries every channel's fan-out."""
+        while True:
+            pubsub = self.hub.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(FANOUT_PREFIX + "*")
+                self.hub.fanout_ready.set()
+                async for item in pubsub.listen():
+                    if item.get("type") != "pmessage":
+                        continue
+                    topic = str(item["channel"])[len(FANOUT_PREFIX) :]
+                    try:
+                        payload = json.loads(item["data"])
+                    except (TypeError, json.JSONDecodeError):
+                        log.warning("ignoring a malformed fan-out payload on %s", topic)
+                        continue
+                    for handler in self.handlers.get(topic, ()):
+                        try:
+                            await handler(payload)
+                        except Exception:
+                            log.exception("fan-out handler for %s failed", topic)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("fan-out connection lost (%s); reconnecting", exc)
+                await asyncio.sleep(1)
+            finally:
+                self.hub.fanout_ready.clear()
+                await pubsub.aclose()
+
+
+class Hub:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        responder: Responder | None = None,
+        router_hooks: RouterHooks | None = None,
+        run_router: bool = True,
+        run_dispatcher: bool = True,
+        run_bots: bool = True,
+        migrate: bool = False,
+    ) -> None:
+        self.migrate = migrate
+        self.settings = settings
+        self.responder: Responder = responder or SilentResponder()
+        self.router_hooks = router_hooks
+        self.run_router = run_router
+        self.run_dispatcher = run_dispatcher
+        self.run_bots = run_bots
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.embedded: EmbeddedRedis | None = None
+        self.channels: dict[str, Channel] = {}
+        self.consumers: list[StreamConsumer] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.fanout_ready = asyncio.Event()
+        self.ctx = HubContext(self)
+        self.redis: Redis
+        self.engine: AsyncEngine
+        self.sessions: async_sessionmaker
+        self.bus: Bus
+        self.dispatcher: Dispatcher
+        self.router: Router
+
+    # Lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect to Redis and the database (starting the embedded Redis if needed)."""
+        s = self.settings
+        url = s.redis_url
+        if not url:
+            self.embedded = EmbeddedRedis(s.data_dir)
+            url = await self.embedded.astart()
+        self.redis = Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        await self.redis.ping()
+        db_url = s.effective_database_url()
+        self.engine = create_engine(db_url)
+        if is_sqlite(db_url) or self.migrate:
+            await upgrade_async(db_url)
+        else:
+            # Several processes may start at once against PostgreSQL: `hub migrate` is explicit.
+            await require_head(self.engine)
+        self.sessions = session_factory(self.engine)
+        self.bus = Bus(self.redis, shards=s.hub_inbound_shards, maxlen=s.hub_stream_maxlen)
+        if s.hub_webchat_enabled:
+            self.channels["webchat"] = WebChatChannel(
+                self.ctx, s.hub_webchat_inbox, secure_cookie=s.cookie_secure
+            )
+        self.router = Router(
+            self.bus, self.sessions, region=s.hub_default_region, hooks=self.router_hooks
+        )
+        self.dispatcher = Dispatcher(
+            self.bus,
+            self.sessions,
+            self.channels,
+            backoff=Backoff(
+                base=s.hub_outbound_backoff_ms / 1000,
+                cap=s.hub_outbound_backoff_max_ms / 1000,
+                attempts=s.hub_outbound_attempts,
+            ),
+        )
+
+    async def start(self) -> None:
+        """Start channels, the fan-out listener and the workers."""
+        s = self.settings
+        for channel in self.channels.values():
+            await channel.start()
+        self.tasks.append(asyncio.create_task(self.ctx.listen(), name="fanout"))
+        common = {"claim_idle_ms": s.hub_claim_idle_ms, "max_deliveries": s.hub_max_deliveries}
+        if self.run_router:
+            self.consumers.append(
+                self.router.consumer(f"router-{self.name}", lease_ms=s.hub_shard_lease_ms, **common)
+            )
+        if self.run_dispatcher and self.channels:
+            self.consumers.append(self.dispatcher.consumer(f"dispatch-{self.name}", **common))
+        if self.run_bots:
+            worker = BotWorker(self.bus, self.sessions, self.responder)
+            self.consumers.append(worker.consumer(f"bots-{self.name}", **common))
+        for consumer in self.consumers:
+            self.tasks.append(asyncio.create_task(consumer.run(), name=consumer.name))
+        await asyncio.wait_for(self.fanout_ready.wait(), 10)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let workers finish the entry in hand; what is cut short stays pending in Redis."""
+        for consumer in self.consumers:
+            consumer.stop()
+        workers = [t for t in self.tasks if t.get_name() != "fanout"]
+        if workers:
+            _, pending = await asyncio.wait(workers, timeout=grace)
+            for task in pending:
+                task.cancel()
+        for task in self.tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.tasks.clear()
+        self.consumers.clear()
+        for channel in self.channels.values():
+            await channel.stop()
+
+    async def close(self) -> None:
+        if hasattr(self, "engine"):
+            await self.engine.dispose()
+        if hasattr(self, "redis"):
+            await self.redis.aclose()
+        if self.embedded is not None:
+            await self.embedded.astop()
+
+    # Health ----------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        try:
+            await asyncio.wait_for(self.redis.ping(), 2)
+            state["redis"] = "ok"
+        except Exception as exc:
+            state["redis"] = f"error: {type(exc).__name__}"
+        try:
+            async with self.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), 2)
+            state["database"] = "ok"
+        except Exception as exc:
+            state["database"] = f"error: {type(exc).__name__}"
+        state["ok"] = state["redis"] == "ok" and state["database"] == "ok"
+        return state

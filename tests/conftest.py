@@ -1,0 +1,157 @@
+"""Real parts: a real Redis (the embedded one, or HUB_TEST_REDIS_URL), a real SQLite file and,
+when HUB_TEST_DATABASE_URL is set, a PostgreSQL database of the suite's own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
+
+from crm_store.db import create_engine
+from crm_store.migrate import upgrade
+from hub.config import Settings
+from hub.embedded_redis import EmbeddedRedis
+from tests.support import RunningHub, start_hub
+
+TEST_REDIS_DB = 13  # the suite's own db number on a shared server; flushed around each test
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("HUB_TEST_REDIS_URL")
+    if external:
+        yield make_url_with_db(external, TEST_REDIS_DB)
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False)
+    url = server.start()
+    try:
+        yield url + f"?db={TEST_REDIS_DB}"
+    finally:
+        server.stop()
+
+
+def make_url_with_db(url: str, db: int) -> str:
+    base = url.split("?")[0].rstrip("/")
+    if base.startswith(("redis://", "rediss://")):
+        scheme, rest = base.split("://", 1)
+        host = rest.split("/")[0]
+        return f"{scheme}://{host}/{db}"
+    return f"{base}?db={db}"
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "hub-test.sqlite3"
+        url = f"sqlite:///{path}"
+        upgrade(url)
+        yield url
+        return
+    admin = os.environ.get("HUB_TEST_DATABASE_URL")
+    if not admin:
+        pytest.skip("HUB_TEST_DATABASE_URL is not set")
+    name = f"hub_test_{secrets.token_hex(4)}"
+    admin_url = make_url(admin.replace("postgres://", "postgresql://", 1))
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    _pg_admin(admin, f'CREATE DATABASE "{name}"')
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        _pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _pg_admin(admin_url: str, statement: str) -> None:
+    """CREATE/DROP DATABASE through asyncpg (the driver the hub ships with)."""
+    import asyncpg
+
+    async def run() -> None:
+        url = make_url(admin_url.replace("postgres://", "postgresql://", 1))
+        conn = await asyncpg.connect(
+            host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+            database=url.database or "postgres",
+        )
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+async def _clean(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            for table in reversed(SQLModel.metadata.sorted_tables):
+                await conn.execute(text(f'DELETE FROM "{table.name}"'))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[str]:
+    """A clean database (schema migrated once per session), cleaned again afterwards."""
+    await _clean(database_url)
+    yield database_url
+    await _clean(database_url)
+
+
+@pytest.fixture
+async def redis(redis_url: str):
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url, decode_responses=True)
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(db: str, redis_url: str, tmp_path: Path) -> Settings:
+    return test_settings(db, redis_url, tmp_path)
+
+
+def test_settings(db: str, redis_url: str, tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": db,
+        "redis_url": redis_url,
+        "hub_data_dir": tmp_path / "hub-data",
+        "hub_inbound_shards": 4,
+        "hub_claim_idle_ms": 300,
+        "hub_shard_lease_ms": 1_000,
+        "hub_max_deliveries": 3,
+        "hub_outbound_backoff_ms": 1,
+        "hub_outbound_backoff_max_ms": 5,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def hub(settings: Settings, redis) -> AsyncIterator[RunningHub]:
+    del redis  # flushed before the hub starts
+    running = await start_hub(settings)
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    del config
+    # Tests must never read the developer's .env or credentials.
+    for name in ("OPENAI_API_KEY", "REDIS_URL", "DATABASE_URL"):
+        os.environ.pop(name, None)
+

@@ -1,0 +1,78 @@
+"""Helpers for tests: a hub running on a free port, waiting on conditions, publishing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+
+from hub.config import Settings
+from hub.state import Hub
+from hub.web import create_app
+
+T = TypeVar("T")
+
+
+@dataclass
+class RunningHub:
+    hub: Hub
+    runner: web.AppRunner
+    base_url: str
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.runner.cleanup()
+        await self.hub.close()
+
+    def ws_url(self, path: str) -> str:
+        return self.base_url.replace("http://", "ws://") + path
+
+
+async def start_hub(settings: Settings, **hub_kwargs: Any) -> RunningHub:
+    hub = Hub(settings, **hub_kwargs)
+    await hub.open()
+    await hub.start()
+    runner = web.AppRunner(create_app(hub), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return RunningHub(hub, runner, f"http://{host}:{port}")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.02
+) -> T:
+    """Poll until probe() returns something truthy; the pipeline is asynchronous by design."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {value!r})")
+        await asyncio.sleep(interval)
+
+
+async def login(session: aiohttp.ClientSession, base_url: str, email: str, password: str) -> int:
+    async with session.post(
+        f"{base_url}/api/auth/login", json={"email": email, "password": password}
+    ) as response:
+        return response.status
+
+
+async def next_frame(ws: aiohttp.ClientWebSocketResponse, kind: str = "message",
+                     timeout: float = 10.0) -> dict[str, Any]:
+    while True:
+        frame = await asyncio.wait_for(ws.receive_json(), timeout)
+        if frame.get("type") == kind:
+            return frame
+
+
+def client_session() -> aiohttp.ClientSession:
+    """A browser-like session: keeps cookies set by 127.0.0.1 (aiohttp refuses IP cookies)."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
