@@ -66,6 +66,11 @@ class StreamConsumer:
     async def run(self) -> None:
         """Loop until stop(); a failing Redis is waited out, never a crash loop."""
         failures = 0
+        heartbeat = (
+            asyncio.create_task(self._heartbeat(), name=f"{self.name}-leases")
+            if self.leases is not None
+            else None
+        )
         try:
             while not self._stopping.is_set():
                 try:
@@ -79,11 +84,23 @@ class StreamConsumer:
                     )
                     await self._pause(delay)
         finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                await asyncio.gather(heartbeat, return_exceptions=True)
             if self.leases is not None:
                 try:
                     await self.leases.release_all()
                 except Exception:  # the server may be gone at shutdown
                     log.debug("could not release leases", exc_info=True)
+
+    async def _heartbeat(self) -> None:
+        assert self.leases is not None
+        while True:
+            await asyncio.sleep(self.leases.lease_ms / 3000)
+            try:
+                await self.leases.renew()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("%s: could not renew shard leases: %s", self.name, exc)
 
     async def _pause(self, seconds: float) -> None:
         try:
@@ -96,7 +113,7 @@ class StreamConsumer:
             return self.streams
         now = time.monotonic()
         if now - self._last_refresh >= self.leases.lease_ms / 3000:
-            await self.leases.refresh()
+            await self.leases.rebalance()
             self._last_refresh = now
             self._recovering |= self.leases.newly_acquired
             self.leases.newly_acquired.clear()

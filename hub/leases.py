@@ -46,17 +46,22 @@ class ShardLeases:
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
-    async def refresh(self) -> set[str]:
-        """Renew what we own, take or give back shards to reach our fair share."""
-        now = int(time.time() * 1000)
-        await self.redis.zadd(MEMBERS, {self.owner: now})
-        await self.redis.zremrangebyscore(MEMBERS, 0, now - self.lease_ms)
-        live = max(1, int(await self.redis.zcard(MEMBERS)))
-        target = math.ceil(len(self.streams) / live)
-
+    async def renew(self) -> None:
+        """Heartbeat: keep what we own. Runs beside the handlers, so a long batch does not
+        let a lease lapse while its entries are still being handled."""
+        await self.redis.zadd(MEMBERS, {self.owner: int(time.time() * 1000)})
         for stream in list(self.owned):
             if not await self._renew(keys=[lease_key(stream)], args=[self.owner, self.lease_ms]):
                 self.owned.discard(stream)
+
+    async def rebalance(self) -> set[str]:
+        """Take or give back shards to reach our fair share. Called between batches only,
+        so a shard is never handed over while one of its entries is in hand."""
+        await self.renew()
+        now = int(time.time() * 1000)
+        await self.redis.zremrangebyscore(MEMBERS, 0, now - self.lease_ms)
+        live = max(1, int(await self.redis.zcard(MEMBERS)))
+        target = math.ceil(len(self.streams) / live)
 
         while len(self.owned) > target:
             stream = max(self.owned)
