@@ -192,6 +192,7 @@ class Hub:
         if workers:
             _, pending = await asyncio.wait(workers, timeout=grace)
             for task in pending:
+                log.warning("%s did not stop within %.0fs: cancelled", task.get_name(), grace)
                 task.cancel()
         for task in self.tasks:
             if not task.done():

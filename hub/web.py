@@ -71,8 +71,7 @@ async def index(request: web.Request) -> web.Response:
     del request
     return web.Response(
         text=(
-            "Salon hub is running.\n"
-            "  web chat:  /chat\n  staff API: /api/\n  health:    /healthz\n"
+            "Salon hub is running.\n  web chat:  /chat\n  staff API: /api/\n  health:    /healthz\n"
         ),
         content_type="text/plain",
     )

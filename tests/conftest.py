@@ -78,7 +78,10 @@ def _pg_admin(admin_url: str, statement: str) -> None:
     async def run() -> None:
         url = make_url(admin_url.replace("postgres://", "postgresql://", 1))
         conn = await asyncpg.connect(
-            host=url.host, port=url.port or 5432, user=url.username, password=url.password,
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
             database=url.database or "postgres",
         )
         try:
@@ -154,4 +157,3 @@ def pytest_configure(config: pytest.Config) -> None:
     # Tests must never read the developer's .env or credentials.
     for name in ("OPENAI_API_KEY", "REDIS_URL", "DATABASE_URL"):
         os.environ.pop(name, None)
-

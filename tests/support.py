@@ -65,8 +65,9 @@ async def login(session: aiohttp.ClientSession, base_url: str, email: str, passw
         return response.status
 
 
-async def next_frame(ws: aiohttp.ClientWebSocketResponse, kind: str = "message",
-                     timeout: float = 10.0) -> dict[str, Any]:
+async def next_frame(
+    ws: aiohttp.ClientWebSocketResponse, kind: str = "message", timeout: float = 10.0
+) -> dict[str, Any]:
     while True:
         frame = await asyncio.wait_for(ws.receive_json(), timeout)
         if frame.get("type") == kind:

@@ -10,7 +10,9 @@ from crm_store.staff import add_staff
 from tests.support import RunningHub, client_session, eventually, login, next_frame
 
 
-async def add_owner(hub: RunningHub, email: str = "owner@salon.test", password: str = "s3cret-pass"):
+async def add_owner(
+    hub: RunningHub, email: str = "owner@salon.test", password: str = "s3cret-pass"
+):
     async with transaction(hub.hub.sessions) as session:
         await add_staff(session, email=email, password=password, role="owner")
     return email, password
@@ -59,13 +61,18 @@ async def test_visitor_message_reaches_staff_and_reply_reaches_visitor(hub: Runn
             reply = await response.json()
         pushed = await next_frame(ws)
         assert pushed == {
-            "type": "message", "direction": "out", "text": "Of course! Tomorrow at 11:00?",
-            "id": reply["id"], "at": pushed["at"],
+            "type": "message",
+            "direction": "out",
+            "text": "Of course! Tomorrow at 11:00?",
+            "id": reply["id"],
+            "at": pushed["at"],
         }
 
         async def sent() -> Message | None:
             async with hub.hub.sessions() as session:
-                row = (await session.exec(select(Message).where(Message.public_id == reply["id"]))).one()
+                row = (
+                    await session.exec(select(Message).where(Message.public_id == reply["id"]))
+                ).one()
                 return row if row.status == "sent" else None
 
         await eventually(sent)
@@ -119,8 +126,13 @@ async def test_malformed_frames_get_an_error_and_change_nothing(hub: RunningHub)
         await visitor.get(f"{hub.base_url}/chat")
         ws = await visitor.ws_connect(hub.ws_url("/ws/chat"))
         await next_frame(ws, "ready")
-        for bad in ("not json", '{"type": "message"}', '{"type": "message", "text": "   "}',
-                    '["message"]', '{"type": "message", "text": 42}'):
+        for bad in (
+            "not json",
+            '{"type": "message"}',
+            '{"type": "message", "text": "   "}',
+            '["message"]',
+            '{"type": "message", "text": 42}',
+        ):
             await ws.send_str(bad)
             error = await next_frame(ws, "error")
             assert error["code"] == "bad_frame"

@@ -1,0 +1,80 @@
+"""Staff API authentication, bad input, health and metrics."""
+
+from __future__ import annotations
+
+from tests.support import RunningHub, client_session, eventually, login, next_frame
+from tests.test_webchat import add_owner
+
+
+async def test_wrong_password_is_refused_and_api_needs_a_session(hub: RunningHub) -> None:
+    email, password = await add_owner(hub)
+    async with client_session() as staff:
+        async with staff.get(f"{hub.base_url}/api/conversations") as response:
+            assert response.status == 401
+        async with staff.post(
+            f"{hub.base_url}/api/conversations/1/messages", json={"text": "hi"}
+        ) as response:
+            assert response.status == 401
+        assert await login(staff, hub.base_url, email, "wrong-password") == 401
+        assert await login(staff, hub.base_url, "nobody@salon.test", password) == 401
+        async with staff.get(f"{hub.base_url}/api/conversations") as response:
+            assert response.status == 401
+        assert await login(staff, hub.base_url, email.upper(), password) == 200
+        async with staff.get(f"{hub.base_url}/api/me") as response:
+            assert (await response.json())["role"] == "owner"
+        async with staff.post(f"{hub.base_url}/api/auth/logout") as response:
+            assert response.status == 200
+        async with staff.get(f"{hub.base_url}/api/conversations") as response:
+            assert response.status == 401
+
+
+async def test_bad_requests_are_4xx(hub: RunningHub) -> None:
+    email, password = await add_owner(hub)
+    async with client_session() as staff:
+        async with staff.post(f"{hub.base_url}/api/auth/login", data="email=x") as response:
+            assert response.status == 415
+        async with staff.post(
+            f"{hub.base_url}/api/auth/login",
+            data="{broken",
+            headers={"Content-Type": "application/json"},
+        ) as response:
+            assert response.status == 400
+        assert await login(staff, hub.base_url, email, password) == 200
+        async with staff.get(f"{hub.base_url}/api/conversations?status=nope") as response:
+            assert response.status == 400
+        async with staff.get(f"{hub.base_url}/api/conversations/abc/messages") as response:
+            assert response.status == 400
+        async with staff.get(f"{hub.base_url}/api/conversations/999/messages") as response:
+            assert response.status == 404
+        async with staff.post(
+            f"{hub.base_url}/api/conversations/999/messages", json={"text": "hello"}
+        ) as response:
+            assert response.status == 404
+        async with staff.post(
+            f"{hub.base_url}/api/conversations/1/messages", json={"text": ""}
+        ) as response:
+            assert response.status == 400
+            assert (await response.json())["details"][0]["field"] == "text"
+
+
+async def test_health_and_metrics(hub: RunningHub) -> None:
+    async with client_session() as anyone:
+        async with anyone.get(f"{hub.base_url}/healthz") as response:
+            assert response.status == 200
+            assert await response.json() == {"redis": "ok", "database": "ok", "ok": True}
+        await anyone.get(f"{hub.base_url}/chat")
+        ws = await anyone.ws_connect(hub.ws_url("/ws/chat"))
+        await next_frame(ws, "ready")
+        await ws.send_json({"type": "message", "text": "count me"})
+        await next_frame(ws)
+        await ws.close()
+
+        async def counted() -> str:
+            async with anyone.get(f"{hub.base_url}/metrics") as response:
+                body = await response.text()
+            return body if 'hub_pipeline_latency_seconds_count{channel="webchat"}' in body else ""
+
+        body = await eventually(counted)
+    assert 'hub_messages_in_total{channel="webchat"}' in body
+    assert 'hub_stream_lag{group="dispatch",stream="hub:out:{webchat}"}' in body
+    assert "hub_dead_letters 0.0" in body
