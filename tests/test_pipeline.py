@@ -235,7 +235,8 @@ async def test_malformed_entry_goes_to_dead_letters_and_replays(settings, redis,
             "PYTHONPATH": str(ROOT),
             "HUB_DATA_DIR": str(tmp_path / "cli"),
         }
-        listed = subprocess.run(
+        listed = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "hub.cli", "dead", "list", "--json"],
             env=env,
             cwd=ROOT,
@@ -252,7 +253,8 @@ async def test_malformed_entry_goes_to_dead_letters_and_replays(settings, redis,
         fixed = tmp_path / "fixed.json"
         broken["chat_id"] = "dl-chat"
         fixed.write_text(json.dumps(broken))
-        subprocess.run(
+        await asyncio.to_thread(
+            subprocess.run,
             [
                 sys.executable,
                 "-m",
@@ -277,7 +279,8 @@ async def test_malformed_entry_goes_to_dead_letters_and_replays(settings, redis,
 
         assert [m.provider_message_id for m in await eventually(two)] == ["dl-chat-1", "dl-chat-2"]
         assert await redis.xlen(DEAD_STREAM) == 1  # the unfixable one stays
-        bad = subprocess.run(
+        bad = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "hub.cli", "dead", "replay", "1-1"],
             env=env,
             cwd=ROOT,
