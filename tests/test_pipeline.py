@@ -235,16 +235,20 @@ async def test_malformed_entry_goes_to_dead_letters_and_replays(settings, redis,
             "PYTHONPATH": str(ROOT),
             "HUB_DATA_DIR": str(tmp_path / "cli"),
         }
-        listed = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "hub.cli", "dead", "list", "--json"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+
+        async def hub_cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "hub.cli", *args],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        listed = await hub_cli("dead", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
         rows = [json.loads(line) for line in listed.stdout.splitlines()]
         assert [r["stream"] for r in rows] == [stream, stream]
         assert "malformed inbound message" in rows[0]["error"]
@@ -253,25 +257,8 @@ async def test_malformed_entry_goes_to_dead_letters_and_replays(settings, redis,
         fixed = tmp_path / "fixed.json"
         broken["chat_id"] = "dl-chat"
         fixed.write_text(json.dumps(broken))
-        await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "hub.cli",
-                "dead",
-                "replay",
-                rows[1]["id"],
-                "--data",
-                str(fixed),
-            ],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        replayed = await hub_cli("dead", "replay", rows[1]["id"], "--data", str(fixed))
+        assert replayed.returncode == 0, replayed.stderr
 
         async def two() -> list[Message]:
             rows = await messages(hub)
@@ -279,15 +266,7 @@ async def test_malformed_entry_goes_to_dead_letters_and_replays(settings, redis,
 
         assert [m.provider_message_id for m in await eventually(two)] == ["dl-chat-1", "dl-chat-2"]
         assert await redis.xlen(DEAD_STREAM) == 1  # the unfixable one stays
-        bad = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "hub.cli", "dead", "replay", "1-1"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        bad = await hub_cli("dead", "replay", "1-1")
         assert bad.returncode == 2 and "no dead letter" in bad.stderr
     finally:
         await hub.stop()

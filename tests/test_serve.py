@@ -26,8 +26,17 @@ async def test_serve_demo_on_embedded_defaults_and_stop_on_sigterm(tmp_path: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "DATABASE_URL"))}
     env.update({"HUB_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hub.cli", "serve", "--demo", "--port", str(port),
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "hub.cli",
+        "serve",
+        "--demo",
+        "--port",
+        str(port),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     assert proc.stdout is not None
     output = ""
