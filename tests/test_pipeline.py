@@ -142,9 +142,7 @@ async def test_messages_of_a_chat_stay_in_order_with_two_routers(settings, redis
                 m.provider_message_id for m in rows if m.provider_message_id.startswith(chat + "-")
             ]
             assert seen == [f"{chat}-{n}" for n in range(15)]
-        owners = await redis.keys("hub:in:*:lease")
-        assert len(owners) == 4
-        assert len({await redis.get(k) for k in owners}) == 2  # both routers own shards
+        # (Both routers owned shards while the batch was published: `balanced` above.)
     finally:
         for hub in (first, second):
             await hub.stop()
