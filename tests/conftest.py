@@ -133,7 +133,7 @@ def test_settings(db: str, redis_url: str, tmp_path: Path, **overrides: object) 
         "hub_data_dir": tmp_path / "hub-data",
         "hub_inbound_shards": 4,
         "hub_claim_idle_ms": 300,
-        "hub_shard_lease_ms": 1_000,
+        "hub_shard_lease_ms": 2_000,  # short for the crash tests, long enough for a busy CI loop
         "hub_max_deliveries": 3,
         "hub_outbound_backoff_ms": 1,
         "hub_outbound_backoff_max_ms": 5,
