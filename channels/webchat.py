@@ -17,6 +17,7 @@ import re
 import secrets
 import time
 from collections import defaultdict
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,11 @@ MAX_TEXT = 4000
 _VISITOR_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 PAGE = Path(__file__).with_name("static") / "webchat.html"
+
+
+@cache
+def _page_template() -> str:
+    return PAGE.read_text(encoding="utf-8")
 
 
 class RateLimit:
@@ -89,7 +95,7 @@ class WebChatChannel(Channel):
         language = pick_language(request.query.get("lang"), request.headers.get("Accept-Language"))
         strings = ui_strings("webchat", language)
         html = (
-            PAGE.read_text(encoding="utf-8")
+            _page_template()
             .replace("__LANG__", language)
             .replace("__TITLE__", _escape(strings["title"]))
             .replace("__STRINGS__", json.dumps(strings, ensure_ascii=False).replace("</", "<\\/"))

@@ -34,13 +34,7 @@ def record(
 
 
 def _jsonable(changes: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in changes.items():
-        if isinstance(value, tuple | list):
-            out[key] = [_scalar(v) for v in value]
-        else:
-            out[key] = _scalar(value)
-    return out
+    return {key: _scalar(value) for key, value in changes.items()}
 
 
 def _scalar(value: Any) -> Any:

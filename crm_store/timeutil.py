@@ -10,5 +10,11 @@ def aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+def iso(value: datetime | None) -> str | None:
+    """A stored datetime as ISO 8601 with its UTC offset (SQLite's naive values included)."""
+    value = aware(value)
+    return value.isoformat() if value else None
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, TypeVar
 
@@ -12,7 +13,7 @@ from crm_store.conversations import STATUSES, conversation_messages, list_conver
 from crm_store.db import transaction
 from crm_store.models import Client, Conversation, Staff
 from crm_store.staff import authenticate
-from crm_store.timeutil import aware
+from crm_store.timeutil import iso
 from hub import auth
 from hub.events import message_frame
 from hub.messages import Author
@@ -38,39 +39,30 @@ def _hub(request: web.Request) -> Hub:
     return request.app[HUB]
 
 
+def _refuse(kind: type[web.HTTPError], error: str, **extra: Any) -> web.HTTPError:
+    """A 4xx with a JSON body, raised from anywhere in a handler."""
+    body = json.dumps({"error": error, **extra}, ensure_ascii=False)
+    return kind(text=body, content_type="application/json")
+
+
 async def _body(request: web.Request, model: type[M]) -> M:
     if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(
-            text='{"error": "send JSON (Content-Type: application/json)"}',
-            content_type="application/json",
-        )
+        raise _refuse(web.HTTPUnsupportedMediaType, "send JSON (Content-Type: application/json)")
     try:
         return model.model_validate_json(await request.read())
     except ValidationError as exc:
         details = [{"field": ".".join(map(str, e["loc"])), "error": e["msg"]} for e in exc.errors()]
-        raise web.HTTPBadRequest(
-            text=web.json_response({"error": "invalid request", "details": details}).text,
-            content_type="application/json",
-        ) from None
+        raise _refuse(web.HTTPBadRequest, "invalid request", details=details) from None
 
 
 def _int(value: str, name: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        raise web.HTTPBadRequest(
-            text=f'{{"error": "{name} must be a whole number"}}', content_type="application/json"
-        ) from None
+        raise _refuse(web.HTTPBadRequest, f"{name} must be a whole number") from None
     if number < 1:
-        raise web.HTTPBadRequest(
-            text=f'{{"error": "{name} must be positive"}}', content_type="application/json"
-        )
+        raise _refuse(web.HTTPBadRequest, f"{name} must be positive")
     return number
-
-
-def _iso(value: Any) -> str | None:
-    value = aware(value)
-    return value.isoformat() if value else None
 
 
 @routes.post("/api/auth/login")
@@ -110,9 +102,7 @@ async def me(request: web.Request) -> web.Response:
     async with _hub(request).sessions() as session:
         staff = await session.get(Staff, request[auth.STAFF_KEY])
     if staff is None or not staff.active:
-        raise web.HTTPUnauthorized(
-            text='{"error": "not signed in"}', content_type="application/json"
-        )
+        raise _refuse(web.HTTPUnauthorized, "not signed in")
     return web.json_response(_staff_json(staff))
 
 
@@ -188,8 +178,8 @@ def _conversation_json(conv: Conversation, client: Client, last: Any) -> dict[st
             "phone": client.phone,
             "email": client.email,
         },
-        "opened_at": _iso(conv.opened_at),
-        "last_message_at": _iso(conv.last_message_at),
-        "first_response_at": _iso(conv.first_response_at),
+        "opened_at": iso(conv.opened_at),
+        "last_message_at": iso(conv.last_message_at),
+        "first_response_at": iso(conv.first_response_at),
         "last_message": message_frame(last) if last is not None else None,
     }

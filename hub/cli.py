@@ -12,8 +12,12 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hub.config import Settings
+
+if TYPE_CHECKING:
+    from hub.state import Hub
 
 log = logging.getLogger("hub")
 
@@ -130,7 +134,7 @@ async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate
     return 0
 
 
-async def load_demo(hub) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+async def load_demo(hub: Hub) -> tuple[str, str]:
     """The demo owner, with a fresh password each start (printed, never stored in clear)."""
     from crm_store.db import transaction
     from crm_store.staff import add_staff, hash_password, staff_by_email

@@ -57,7 +57,7 @@ class StreamConsumer:
         self._recovering: set[str] = set()
         self._groups_ready: set[str] = set()
         self._stopping = asyncio.Event()
-        self._last_refresh = 0.0
+        self._last_rebalance = 0.0
         self._last_sweep = 0.0
 
     def stop(self) -> None:
@@ -112,9 +112,9 @@ class StreamConsumer:
         if self.leases is None:
             return self.streams
         now = time.monotonic()
-        if now - self._last_refresh >= self.leases.lease_ms / 3000:
+        if now - self._last_rebalance >= self.leases.lease_ms / 3000:
             await self.leases.rebalance()
-            self._last_refresh = now
+            self._last_rebalance = now
             self._recovering |= self.leases.newly_acquired
             self.leases.newly_acquired.clear()
         self._recovering &= self.leases.owned

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -130,5 +129,5 @@ def _answers(url: str) -> bool:
     try:
         with Redis.from_url(url, socket_timeout=1) as client:
             return bool(client.ping())
-    except (RedisConnectionError, RedisError, OSError):
+    except (RedisError, OSError):
         return False

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from crm_store.models import Conversation, Message
-from crm_store.timeutil import aware
+from crm_store.timeutil import iso
 
 
 def message_frame(message: Message) -> dict[str, Any]:
     """A message as the web chat and the staff API show it."""
-    at = aware(message.created_at)
     return {
         "id": message.public_id,
         "direction": message.direction,
@@ -18,7 +17,7 @@ def message_frame(message: Message) -> dict[str, Any]:
         "text": message.text,
         "attachments": message.attachments,
         "status": message.status,
-        "at": at.isoformat() if at else None,
+        "at": iso(message.created_at),
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 from hub.router import RouterHooks
 from hub.state import Hub
@@ -17,7 +18,7 @@ def die(_msg: object) -> None:
 
 async def main(db: str, redis_url: str, data_dir: str, point: str) -> None:
     hooks = RouterHooks(**{point: die})
-    settings = test_settings(db, redis_url, __import__("pathlib").Path(data_dir))
+    settings = test_settings(db, redis_url, Path(data_dir))
     hub = Hub(settings, router_hooks=hooks, run_dispatcher=False, run_bots=False)
     await hub.open()
     await hub.start()

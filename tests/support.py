@@ -65,6 +65,11 @@ async def login(session: aiohttp.ClientSession, base_url: str, email: str, passw
         return response.status
 
 
+async def status_of(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> int:
+    async with session.request(method, url, **kwargs) as response:
+        return response.status
+
+
 async def next_frame(
     ws: aiohttp.ClientWebSocketResponse, kind: str = "message", timeout: float = 10.0
 ) -> dict[str, Any]:

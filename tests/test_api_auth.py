@@ -2,57 +2,55 @@
 
 from __future__ import annotations
 
-from tests.support import RunningHub, client_session, eventually, login, next_frame
+from tests.support import RunningHub, client_session, eventually, login, next_frame, status_of
 from tests.test_webchat import add_owner
 
 
 async def test_wrong_password_is_refused_and_api_needs_a_session(hub: RunningHub) -> None:
     email, password = await add_owner(hub)
+    api = f"{hub.base_url}/api"
     async with client_session() as staff:
-        async with staff.get(f"{hub.base_url}/api/conversations") as response:
-            assert response.status == 401
-        async with staff.post(
-            f"{hub.base_url}/api/conversations/1/messages", json={"text": "hi"}
-        ) as response:
-            assert response.status == 401
+        assert await status_of(staff, "GET", f"{api}/conversations") == 401
+        assert (
+            await status_of(staff, "POST", f"{api}/conversations/1/messages", json={"text": "hi"})
+            == 401
+        )
         assert await login(staff, hub.base_url, email, "wrong-password") == 401
         assert await login(staff, hub.base_url, "nobody@salon.test", password) == 401
-        async with staff.get(f"{hub.base_url}/api/conversations") as response:
-            assert response.status == 401
+        assert await status_of(staff, "GET", f"{api}/conversations") == 401
         assert await login(staff, hub.base_url, email.upper(), password) == 200
-        async with staff.get(f"{hub.base_url}/api/me") as response:
+        async with staff.get(f"{api}/me") as response:
             assert (await response.json())["role"] == "owner"
-        async with staff.post(f"{hub.base_url}/api/auth/logout") as response:
-            assert response.status == 200
-        async with staff.get(f"{hub.base_url}/api/conversations") as response:
-            assert response.status == 401
+        assert await status_of(staff, "POST", f"{api}/auth/logout") == 200
+        assert await status_of(staff, "GET", f"{api}/conversations") == 401
 
 
 async def test_bad_requests_are_4xx(hub: RunningHub) -> None:
     email, password = await add_owner(hub)
+    api = f"{hub.base_url}/api"
     async with client_session() as staff:
-        async with staff.post(f"{hub.base_url}/api/auth/login", data="email=x") as response:
-            assert response.status == 415
-        async with staff.post(
-            f"{hub.base_url}/api/auth/login",
-            data="{broken",
-            headers={"Content-Type": "application/json"},
-        ) as response:
-            assert response.status == 400
+        assert await status_of(staff, "POST", f"{api}/auth/login", data="email=x") == 415
+        assert (
+            await status_of(
+                staff,
+                "POST",
+                f"{api}/auth/login",
+                data="{broken",
+                headers={"Content-Type": "application/json"},
+            )
+            == 400
+        )
         assert await login(staff, hub.base_url, email, password) == 200
-        async with staff.get(f"{hub.base_url}/api/conversations?status=nope") as response:
-            assert response.status == 400
-        async with staff.get(f"{hub.base_url}/api/conversations/abc/messages") as response:
-            assert response.status == 400
-        async with staff.get(f"{hub.base_url}/api/conversations/999/messages") as response:
-            assert response.status == 404
-        async with staff.post(
-            f"{hub.base_url}/api/conversations/999/messages", json={"text": "hello"}
-        ) as response:
-            assert response.status == 404
-        async with staff.post(
-            f"{hub.base_url}/api/conversations/1/messages", json={"text": ""}
-        ) as response:
+        assert await status_of(staff, "GET", f"{api}/conversations?status=nope") == 400
+        assert await status_of(staff, "GET", f"{api}/conversations/abc/messages") == 400
+        assert await status_of(staff, "GET", f"{api}/conversations/999/messages") == 404
+        assert (
+            await status_of(
+                staff, "POST", f"{api}/conversations/999/messages", json={"text": "hello"}
+            )
+            == 404
+        )
+        async with staff.post(f"{api}/conversations/1/messages", json={"text": ""}) as response:
             assert response.status == 400
             assert (await response.json())["details"][0]["field"] == "text"
 
