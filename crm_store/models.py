@@ -9,7 +9,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    Text,
+    UniqueConstraint,
+    func,
+    literal_column,
+)
+from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -50,6 +63,7 @@ class Client(SQLModel, table=True):
     notes: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     preferred_master_id: int | None = Field(default=None)
     marketing_consent: bool = Field(default=False)
+    last_visit_at: datetime | None = _ts()
     merged_into_id: int | None = Field(default=None, foreign_key="clients.id")
     created_at: datetime = _ts_now()
 
@@ -146,3 +160,132 @@ class AuditEntry(SQLModel, table=True):
     entity_id: int
     action: str = Field(max_length=40)
     changes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+# Booking ---------------------------------------------------------------------------------
+
+
+class Business(SQLModel, table=True):
+    """The salon's own settings: one row (id 1); absent until the owner saves any."""
+
+    __tablename__ = "business"
+
+    id: int = Field(default=1, primary_key=True)
+    name: str = Field(default="", max_length=200)
+    timezone: str = Field(default="Europe/Kyiv", max_length=64)
+    currency: str = Field(default="UAH", max_length=3)
+    slot_step_min: int = Field(default=15)
+    lead_min: int = Field(default=60)
+    horizon_days: int = Field(default=60)
+    phone: str | None = Field(default=None, max_length=32)
+    # Per language ({"uk": ..., "en": ..., "ru": ...}): what the bot tells clients.
+    address: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    hours_text: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Service(SQLModel, table=True):
+    __tablename__ = "services"
+    __table_args__ = (
+        CheckConstraint("duration_min > 0", name="ck_service_duration"),
+        CheckConstraint("buffer_min >= 0", name="ck_service_buffer"),
+        CheckConstraint("price_minor >= 0", name="ck_service_price"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name_uk: str = Field(max_length=200)
+    name_en: str = Field(max_length=200)
+    name_ru: str | None = Field(default=None, max_length=200)
+    category: str = Field(default="", max_length=100, index=True)
+    duration_min: int
+    # In minor units (kopiykas): exact, and the same on SQLite and PostgreSQL.
+    price_minor: int = Field(default=0)
+    buffer_min: int = Field(default=0)
+    active: bool = Field(default=True)
+    position: int = Field(default=0)
+    created_at: datetime = _ts_now()
+
+
+class MasterService(SQLModel, table=True):
+    """A service a master does, optionally with the master's own duration and price."""
+
+    __tablename__ = "master_services"
+
+    master_id: int = Field(foreign_key="staff.id", primary_key=True)
+    service_id: int = Field(foreign_key="services.id", primary_key=True, index=True)
+    duration_min: int | None = Field(default=None)
+    price_minor: int | None = Field(default=None)
+
+
+class WorkingHours(SQLModel, table=True):
+    """A master's hours on one weekday (0 is Monday), in minutes from local midnight.
+
+    A weekday without a row is a day off. Breaks are [start, end) minute pairs inside the day.
+    """
+
+    __tablename__ = "working_hours"
+    __table_args__ = (
+        UniqueConstraint("master_id", "weekday", name="uq_working_hours_day"),
+        CheckConstraint("weekday BETWEEN 0 AND 6", name="ck_working_hours_weekday"),
+        CheckConstraint(
+            "start_min >= 0 AND end_min <= 1440 AND start_min < end_min",
+            name="ck_working_hours_span",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    master_id: int = Field(foreign_key="staff.id", index=True)
+    weekday: int
+    start_min: int
+    end_min: int
+    breaks: list[list[int]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+class TimeOff(SQLModel, table=True):
+    """One-off absence of a master: a vacation, a sick day, a dentist at 14:00."""
+
+    __tablename__ = "time_off"
+    __table_args__ = (Index("ix_time_off_master", "master_id", "start_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    master_id: int = Field(foreign_key="staff.id")
+    start_at: datetime = _ts_now()
+    end_at: datetime = _ts_now()
+    reason: str = Field(default="", max_length=200)
+
+
+# Statuses that hold the master's time: everything but a cancellation.
+APPOINTMENT_STATUSES = ("booked", "confirmed", "cancelled", "no_show", "done")
+APPOINTMENT_SOURCES = ("bot", "staff", "webchat", "import")
+
+
+class Appointment(SQLModel, table=True):
+    __tablename__ = "appointments"
+    __table_args__ = (
+        Index("ix_appointment_master_start", "master_id", "start_at"),
+        CheckConstraint("start_at < end_at AND end_at <= block_end_at", name="ck_appointment_span"),
+        # The last word on double booking, in PostgreSQL itself: no two live appointments of
+        # one master overlap, buffers included. (SQLite gets a trigger, see migration 0002.)
+        ExcludeConstraint(
+            ("master_id", "="),
+            (func.tstzrange(literal_column("start_at"), literal_column("block_end_at")), "&&"),
+            where="status <> 'cancelled'",
+            using="gist",
+            name="ex_appointment_overlap",
+        ).ddl_if(dialect="postgresql"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="clients.id", index=True)
+    master_id: int = Field(foreign_key="staff.id")
+    service_id: int = Field(foreign_key="services.id")
+    start_at: datetime = _ts_now(index=True)
+    end_at: datetime = _ts_now()
+    # end_at plus the service's buffer: the master is not free again before this.
+    block_end_at: datetime = _ts_now()
+    status: str = Field(default="booked", max_length=10, index=True)
+    source: str = Field(default="staff", max_length=10)
+    price_minor: int = Field(default=0)
+    notes: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    created_by_staff_id: int | None = Field(default=None, foreign_key="staff.id")
+    created_at: datetime = _ts_now()
+    updated_at: datetime = _ts_now()

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     hub_llm_model: str = "gpt-4o-mini"
     hub_data_dir: Path = Path("./hub-data")
     hub_timezone: str = "Europe/Kyiv"
+    hub_currency: str = Field(default="UAH", pattern="^[A-Z]{3}$")
     hub_secret_key: SecretStr | None = None
     hub_public_url: str | None = None
     hub_default_region: str = "UA"
@@ -42,6 +43,17 @@ class Settings(BaseSettings):
     # Web chat.
     hub_webchat_enabled: bool = True
     hub_webchat_inbox: str = "site"
+
+    @field_validator("hub_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
 
     @field_validator("hub_default_region")
     @classmethod
