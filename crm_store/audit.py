@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store.models import AuditEntry
+from crm_store.timeutil import iso
 
 Actor = Literal["staff", "bot", "system", "client", "import"]
 
@@ -42,4 +44,6 @@ def _scalar(value: Any) -> Any:
         return value
     if isinstance(value, list | tuple):
         return [_scalar(v) for v in value]
+    if isinstance(value, datetime):
+        return iso(value)
     return str(value)

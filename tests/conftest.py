@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from crm_store.db import create_engine
+from crm_store.db import create_engine, session_factory
 from crm_store.migrate import upgrade
 from hub.config import Settings
 from hub.embedded_redis import EmbeddedRedis
@@ -108,6 +110,16 @@ async def db(database_url: str) -> AsyncIterator[str]:
     await _clean(database_url)
     yield database_url
     await _clean(database_url)
+
+
+@pytest.fixture
+async def sessions(db: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on the clean test database."""
+    engine = create_engine(db)
+    try:
+        yield session_factory(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture
