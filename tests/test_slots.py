@@ -68,7 +68,7 @@ async def test_appointments_and_their_buffers_block_time(sessions) -> None:
     assert hhmm(await slots(sessions, salon)) == grid("10:00", "12:00") + grid("16:15", "18:00")
     # A 45-minute haircut without buffer fits 14:00-14:45 and 14:15-15:00.
     haircut = await slots(sessions, salon, service_id=salon.haircut)
-    assert hhmm(haircut) == grid("10:00", "12:15") + ["14:00", "14:15"] + grid("16:15", "18:15")
+    assert hhmm(haircut) == [*grid("10:00", "12:15"), "14:00", "14:15", *grid("16:15", "18:15")]
 
 
 async def test_time_off_blocks_its_hours(sessions) -> None:
@@ -77,7 +77,7 @@ async def test_time_off_blocks_its_hours(sessions) -> None:
         await add_time_off(
             session, salon.olena, kyiv("2027-03-10 11:00"), kyiv("2027-03-10 16:30"), "dentist"
         )
-    assert hhmm(await slots(sessions, salon)) == ["10:00"] + grid("16:30", "18:00")
+    assert hhmm(await slots(sessions, salon)) == ["10:00", *grid("16:30", "18:00")]
 
 
 async def test_lead_time_and_horizon_bound_the_starts(sessions) -> None:
