@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from hub.config import Settings
 
 if TYPE_CHECKING:
+    from crm_store.demo import DemoSummary
     from hub.state import Hub
 
 log = logging.getLogger("hub")
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(func=cmd_migrate)
+
+    demo = sub.add_parser("demo-data", help="fill an empty database with the demo salon")
+    demo.set_defaults(func=cmd_demo_data)
 
     staff = sub.add_parser("staff", help="staff accounts")
     staff_sub = staff.add_subparsers(dest="staff_command", required=True)
@@ -135,10 +139,14 @@ async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate
 
 
 async def load_demo(hub: Hub) -> tuple[str, str]:
-    """The demo owner, with a fresh password each start (printed, never stored in clear)."""
+    """The demo salon, and its owner with a fresh password each start (printed, never stored
+    in clear)."""
     from crm_store.db import transaction
     from crm_store.staff import add_staff, hash_password, staff_by_email
 
+    summary = await _fill_demo(hub.settings, hub.sessions)
+    if summary.created:
+        print(_demo_line(summary), flush=True)
     email = "owner@demo.salon"
     password = secrets.token_urlsafe(9)
     async with transaction(hub.sessions) as session:
@@ -150,6 +158,61 @@ async def load_demo(hub: Hub) -> tuple[str, str]:
         else:
             staff.password_hash = hash_password(password)
     return email, password
+
+
+async def _fill_demo(settings: Settings, sessions) -> DemoSummary:  # type: ignore[no-untyped-def]
+    from crm_store.db import transaction
+    from crm_store.demo import load_demo_salon
+
+    async with transaction(sessions) as session:
+        return await load_demo_salon(
+            session,
+            now=datetime.now(UTC),
+            timezone=settings.hub_timezone,
+            currency=settings.hub_currency,
+        )
+
+
+def _demo_line(summary: DemoSummary) -> str:
+    return (
+        f"demo salon: {summary.services} services, {summary.masters} masters, "
+        f"{summary.clients} clients, {summary.appointments} appointments"
+    )
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    del args
+
+    async def run(engine) -> DemoSummary:  # type: ignore[no-untyped-def]
+        from crm_store.db import session_factory
+
+        return await _fill_demo(Settings(), session_factory(engine))
+
+    summary = asyncio.run(_with_database(Settings(), run))
+    if not summary.created:
+        print("the database already has a price list; nothing was added")
+    print(_demo_line(summary))
+    return 0
+
+
+async def _with_database(settings: Settings, action):  # type: ignore[no-untyped-def]
+    """Run `action(engine)` on the configured database: SQLite is migrated on the way,
+    PostgreSQL must already be at the schema's head (`hub migrate`)."""
+    from crm_store.db import create_engine, is_sqlite
+    from crm_store.migrate import SchemaOutOfDate, require_head, upgrade_async
+
+    url = settings.effective_database_url()
+    if is_sqlite(url):
+        await upgrade_async(url)
+    engine = create_engine(url)
+    try:
+        if not is_sqlite(url):
+            await require_head(engine)
+        return await action(engine)
+    except SchemaOutOfDate as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        await engine.dispose()
 
 
 # migrate, staff -------------------------------------------------------------------------
@@ -175,23 +238,21 @@ def cmd_staff_add(args: argparse.Namespace) -> int:
 
 
 async def _staff_add(settings: Settings, email: str, password: str, role: str, name: str) -> int:
-    from crm_store.db import create_engine, is_sqlite, session_factory, transaction
-    from crm_store.migrate import upgrade_async
+    from crm_store.db import session_factory, transaction
     from crm_store.staff import StaffError, add_staff
 
-    url = settings.effective_database_url()
-    if is_sqlite(url):
-        await upgrade_async(url)
-    engine = create_engine(url)
-    try:
-        async with transaction(session_factory(engine)) as session:
-            staff = await add_staff(session, email=email, password=password, role=role, name=name)
+    async def run(engine) -> int:  # type: ignore[no-untyped-def]
+        try:
+            async with transaction(session_factory(engine)) as session:
+                staff = await add_staff(
+                    session, email=email, password=password, role=role, name=name
+                )
+        except StaffError as exc:
+            raise CliError(str(exc)) from None
         print(f"added {staff.role} {staff.email} (id {staff.id})")
         return 0
-    except StaffError as exc:
-        raise CliError(str(exc)) from None
-    finally:
-        await engine.dispose()
+
+    return await _with_database(settings, run)
 
 
 # dead letters ---------------------------------------------------------------------------
