@@ -8,14 +8,16 @@ repeated hour in autumn the first occurrence is used.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Double, Integer, cast, func, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -38,7 +40,7 @@ class Slot:
 
 
 class Intervals:
-    """Sorted, merged [start, end) intervals in epoch seconds, with an overlap test."""
+    """Sorted, merged [start, end) intervals in epoch seconds."""
 
     def __init__(self, spans: Iterable[tuple[float, float]] = ()) -> None:
         merged: list[list[float]] = []
@@ -50,38 +52,49 @@ class Intervals:
         self.starts = [s for s, _ in merged]
         self.ends = [e for _, e in merged]
 
-    def overlaps(self, start: float, end: float) -> bool:
-        i = bisect_right(self.ends, start)
-        return i < len(self.starts) and self.starts[i] < end
-
-    def __bool__(self) -> bool:
-        return bool(self.starts)
+    def subtract_from(self, low: float, high: float) -> list[tuple[float, float]]:
+        """[low, high) without these intervals."""
+        pieces = []
+        i = bisect_right(self.ends, low)
+        while i < len(self.starts) and self.starts[i] < high:
+            if self.starts[i] > low:
+                pieces.append((low, self.starts[i]))
+            low = max(low, self.ends[i])
+            i += 1
+        if low < high:
+            pieces.append((low, high))
+        return pieces
 
 
 class LocalClock:
-    """Wall-clock minutes of a local day → epoch seconds, cached across masters."""
+    """The salon's wall clock in epoch seconds, and each day's grid of start times."""
 
-    def __init__(self, tz: ZoneInfo) -> None:
+    def __init__(self, tz: ZoneInfo, step_min: int) -> None:
         self.tz = tz
-        self._cache: dict[tuple[date, int], float | None] = {}
+        self.step_min = step_min
 
-    def at(self, day: date, minute: int) -> float | None:
-        """None for a time the clocks skip over."""
-        key = (day, minute)
-        if key not in self._cache:
-            wall = datetime.combine(day, time(), self.tz) + timedelta(minutes=minute)
-            real = wall.astimezone(UTC)
-            exists = real.astimezone(self.tz).replace(tzinfo=None) == wall.replace(tzinfo=None)
-            self._cache[key] = real.timestamp() if exists else None
-        return self._cache[key]
+    def at(self, day: date, minute: int) -> float:
+        """A wall-clock time of `day`; one the clocks skip over lands an offset-change later."""
+        return (datetime.combine(day, time(), self.tz) + timedelta(minutes=minute)).timestamp()
 
-    def bound(self, day: date, minute: int) -> float:
-        """Like `at`, but a skipped time still gives an instant: the end of the gap."""
-        wall = datetime.combine(day, time(), self.tz) + timedelta(minutes=minute)
-        return wall.timestamp()
+    def grid(self, day: date) -> list[float]:
+        return _grid(self.tz, self.step_min, day)
 
     def midnight(self, day: date) -> datetime:
         return datetime.combine(day, time(), self.tz).astimezone(UTC)
+
+
+@lru_cache(maxsize=4096)
+def _grid(tz: ZoneInfo, step_min: int, day: date) -> list[float]:
+    """Every step of the day from midnight, less the times the clocks skip over."""
+    midnight = datetime.combine(day, time(), tz)
+    times = []
+    for minute in range(0, 24 * 60, step_min):
+        wall = midnight + timedelta(minutes=minute)
+        real = wall.astimezone(UTC)
+        if real.astimezone(tz).replace(tzinfo=None) == wall.replace(tzinfo=None):
+            times.append(real.timestamp())
+    return sorted(times)
 
 
 def epoch(value: datetime) -> float:
@@ -94,7 +107,6 @@ def day_starts(
     day: date,
     *,
     clock: LocalClock,
-    step_min: int,
     duration_s: float,
     buffer_s: float,
     absent: Intervals,
@@ -103,22 +115,40 @@ def day_starts(
     latest: float,
 ) -> Iterator[float]:
     """Start times on one day: the service fits the hours and avoids breaks and time off; the
-    service and the buffer after it avoid other appointments (the buffer may run past closing)."""
-    work_end = clock.bound(day, hours.end_min)
-    breaks = Intervals((clock.bound(day, a), clock.bound(day, b)) for a, b in hours.breaks)
-    first = -(-hours.start_min // step_min) * step_min
-    for minute in range(first, hours.end_min, step_min):
-        start = clock.at(day, minute)
-        if start is None or start < earliest:
-            continue
-        end = start + duration_s
-        if start >= latest or end > work_end:
-            break
-        if breaks.overlaps(start, end) or absent.overlaps(start, end):
-            continue
-        if busy.overlaps(start, end + buffer_s):
-            continue
-        yield start
+    service and the buffer after it avoid other appointments (the buffer may run past closing).
+
+    Worked out as ranges of allowed starts, then read off the day's grid: the cost grows with
+    the appointments and the slots found, not with every step of the day.
+    """
+    closed = Intervals((clock.at(day, a), clock.at(day, b)) for a, b in hours.breaks)
+    work_start, work_end = clock.at(day, hours.start_min), clock.at(day, hours.end_min)
+    grid = clock.grid(day)
+    for low, high in closed.subtract_from(work_start, work_end):
+        for free_low, free_high in absent.subtract_from(low, high):
+            # Starts s with [s, s + duration) inside the free span: a closed range.
+            first, last = max(free_low, earliest), min(free_high - duration_s, latest - 0.5)
+            for start_low, start_high in _avoiding(busy, first, last, duration_s + buffer_s):
+                index = bisect_left(grid, start_low)
+                while index < len(grid) and grid[index] <= start_high:
+                    yield grid[index]
+                    index += 1
+
+
+def _avoiding(
+    busy: Intervals, first: float, last: float, hold_s: float
+) -> Iterator[tuple[float, float]]:
+    """Closed ranges of starts in [first, last] whose [s, s + hold) meets no busy interval:
+    a busy [b0, b1) rules out the starts in the open range (b0 - hold, b1)."""
+    if first > last:
+        return
+    i = bisect_right(busy.ends, first)
+    while i < len(busy.starts) and busy.starts[i] - hold_s < last:
+        if busy.starts[i] - hold_s >= first:
+            yield first, busy.starts[i] - hold_s
+        first = max(first, busy.ends[i])
+        i += 1
+    if first <= last:
+        yield first, last
 
 
 def days(first: date, last: date) -> list[date]:
@@ -134,7 +164,13 @@ async def busy_times(
     ignore_appointment: int | None = None,
 ) -> dict[int, list[tuple[float, float]]]:
     """Each master's held time (appointment plus buffer) overlapping [start, end)."""
-    query = select(Appointment.master_id, Appointment.start_at, Appointment.block_end_at).where(
+    connection = await session.connection()
+    seconds = _epoch_sql(connection.dialect.name)
+    query = select(
+        Appointment.master_id,
+        seconds(col(Appointment.start_at)),
+        seconds(col(Appointment.block_end_at)),
+    ).where(
         col(Appointment.master_id).in_(list(master_ids)),
         col(Appointment.status).in_(HOLDING),
         col(Appointment.start_at) < end,
@@ -143,9 +179,17 @@ async def busy_times(
     if ignore_appointment is not None:
         query = query.where(col(Appointment.id) != ignore_appointment)
     busy: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    for master_id, begins, ends in (await session.exec(query)).all():
-        busy[master_id].append((epoch(begins), epoch(ends)))
+    # Core, not ORM, and epoch seconds from the database: this is the hot path of slot search.
+    for master_id, begins, ends in (await connection.execute(query)).all():
+        busy[master_id].append((begins, ends))
     return busy
+
+
+def _epoch_sql(dialect: str) -> Callable[[Any], Any]:
+    """Whole epoch seconds of a stored UTC datetime, computed by the database."""
+    if dialect == "sqlite":
+        return lambda column: cast(func.strftime("%s", column), Integer)
+    return lambda column: cast(func.extract("epoch", column), Double)
 
 
 async def find_slots(
@@ -171,7 +215,7 @@ async def find_slots(
     offers = await offers_for(session, service_id, None if master_id is None else [master_id])
     if not offers or last_day < first_day:
         return []
-    clock = LocalClock(rules.tz)
+    clock = LocalClock(rules.tz, rules.step_min)
     range_start = clock.midnight(first_day)
     range_end = clock.midnight(last_day + timedelta(days=1))
     lo = max(epoch(range_start), epoch(earliest) if earliest else float("-inf"))
@@ -199,7 +243,6 @@ async def find_slots(
         absent=absent,
         busy=busy,
         clock=clock,
-        step_min=rules.step_min,
         span=days(first_day, last_day),
         earliest=lo,
         latest=hi,
@@ -214,7 +257,6 @@ def plan_slots(
     absent: dict[int, list[tuple[datetime, datetime]]],
     busy: dict[int, list[tuple[float, float]]],
     clock: LocalClock,
-    step_min: int,
     span: Sequence[date],
     earliest: float,
     latest: float,
@@ -238,7 +280,6 @@ def plan_slots(
                 hours,
                 day,
                 clock=clock,
-                step_min=step_min,
                 duration_s=offer.duration_min * 60,
                 buffer_s=offer.buffer_min * 60,
                 absent=absent_spans,
