@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import asyncpg
 from sqlalchemy.engine import make_url
 
+from crm_store.db import pg_execute
 from crm_store.migrate import upgrade_async
 
 
@@ -26,28 +26,13 @@ async def fresh_database(admin_url: str | None) -> AsyncIterator[str]:
         return
     admin = make_url(admin_url.replace("postgres://", "postgresql://", 1))
     name = f"hub_bench_{secrets.token_hex(4)}"
-    await _admin(admin_url, f'CREATE DATABASE "{name}"')
+    await pg_execute(admin_url, f'CREATE DATABASE "{name}"')
     try:
         url = admin.set(database=name).render_as_string(hide_password=False)
         await upgrade_async(url)
         yield url
     finally:
-        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _admin(admin_url: str, statement: str) -> None:
-    url = make_url(admin_url.replace("postgres://", "postgresql://", 1))
-    conn = await asyncpg.connect(
-        host=url.host,
-        port=url.port or 5432,
-        user=url.username,
-        password=url.password,
-        database=url.database or "postgres",
-    )
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+        await pg_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def label(url: str) -> str:

@@ -73,3 +73,21 @@ async def transaction(
     """One unit of work: commits when the block ends, rolls back when it raises."""
     async with sessions() as session, session.begin():
         yield session
+
+
+async def pg_execute(admin_url: str, statement: str) -> None:
+    """One statement outside a transaction, as CREATE/DROP DATABASE need (PostgreSQL)."""
+    import asyncpg
+
+    url = make_url(admin_url.replace("postgres://", "postgresql://", 1))
+    conn = await asyncpg.connect(
+        host=url.host,
+        port=url.port or 5432,
+        user=url.username,
+        password=url.password,
+        database=url.database or "postgres",
+    )
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from crm_store.db import create_engine, session_factory
+from crm_store.db import create_engine, pg_execute, session_factory
 from crm_store.migrate import upgrade
 from hub.config import Settings
 from hub.embedded_redis import EmbeddedRedis
@@ -74,24 +74,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[s
 
 
 def _pg_admin(admin_url: str, statement: str) -> None:
-    """CREATE/DROP DATABASE through asyncpg (the driver the hub ships with)."""
-    import asyncpg
-
-    async def run() -> None:
-        url = make_url(admin_url.replace("postgres://", "postgresql://", 1))
-        conn = await asyncpg.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            database=url.database or "postgres",
-        )
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
+    asyncio.run(pg_execute(admin_url, statement))
 
 
 async def _clean(database_url: str) -> None:

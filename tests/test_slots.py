@@ -27,11 +27,11 @@ def grid(first: str, last: str, step: int = 15) -> list[str]:
     return times
 
 
-async def slots(sessions, salon: Salon, day: date = WEDNESDAY, **kwargs):
+async def slots(sessions, salon: Salon, day: date = WEDNESDAY, last: date | None = None, **kwargs):
     kwargs.setdefault("master_id", salon.olena)
     kwargs.setdefault("service_id", salon.manicure)
     async with sessions() as session:
-        return await find_slots(session, rules=RULES, first_day=day, last_day=day, **kwargs)
+        return await find_slots(session, rules=RULES, first_day=day, last_day=last or day, **kwargs)
 
 
 async def book_at(sessions, salon: Salon, when: str, master: int, service: int | None = None):
@@ -87,17 +87,15 @@ async def test_lead_time_and_horizon_bound_the_starts(sessions) -> None:
     found = await slots(sessions, salon, earliest=earliest, latest=latest)
     assert all(s.start >= earliest for s in found)
     assert hhmm(found) == grid("14:00", "18:00")  # 12:30 would overlap lunch
-    async with sessions() as session:
-        far = await find_slots(
-            session,
-            service_id=salon.manicure,
-            master_id=salon.iryna,
-            rules=RULES,
-            first_day=date(2027, 5, 7),
-            last_day=date(2027, 5, 12),
-            earliest=earliest,
-            latest=latest,
-        )
+    far = await slots(
+        sessions,
+        salon,
+        date(2027, 5, 7),
+        date(2027, 5, 12),
+        master_id=salon.iryna,
+        earliest=earliest,
+        latest=latest,
+    )
     assert far and max(s.start for s in far) < latest
     assert {s.start.astimezone(KYIV).date() for s in far} == {
         date(2027, 5, 7),
@@ -116,23 +114,12 @@ async def test_masters_own_duration(sessions) -> None:
 
 async def test_working_hours_keep_wall_clock_time_across_dst(sessions) -> None:
     salon = await build_salon(sessions)
-    async with sessions() as session:
-        spring = await find_slots(
-            session,
-            service_id=salon.manicure,
-            master_id=salon.iryna,
-            rules=RULES,
-            first_day=date(2027, 3, 27),
-            last_day=date(2027, 3, 28),
-        )
-        autumn = await find_slots(
-            session,
-            service_id=salon.manicure,
-            master_id=salon.iryna,
-            rules=RULES,
-            first_day=date(2027, 10, 30),
-            last_day=date(2027, 10, 31),
-        )
+    spring = await slots(
+        sessions, salon, date(2027, 3, 27), date(2027, 3, 28), master_id=salon.iryna
+    )
+    autumn = await slots(
+        sessions, salon, date(2027, 10, 30), date(2027, 10, 31), master_id=salon.iryna
+    )
     firsts = lambda found: sorted(  # noqa: E731
         {s.start.astimezone(KYIV).date(): s.start for s in reversed(found)}.items()
     )
