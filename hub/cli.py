@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hub import cli_import
 from hub.config import Settings
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", help="replace the entry's data with this file's content (- for stdin)"
     )
     replay.set_defaults(func=cmd_dead_replay)
+    cli_import.register(sub)
     return parser
 
 
