@@ -30,6 +30,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store import audit
+from crm_store.clients import union_tags
 from crm_store.contacts import normalize_email, normalize_phone
 from crm_store.db import transaction
 from crm_store.models import AuditEntry, Client
@@ -671,17 +672,6 @@ def _emails(text: str) -> tuple[list[str], bool]:
 def split_tags(text: str) -> tuple[str, ...]:
     """Tags split on , ; |, trimmed, the first spelling of each kept (VIP and vip are one)."""
     return union_tags((), re.split(r"[,;|]", text))
-
-
-def union_tags(existing: Sequence[str], more: Sequence[str]) -> tuple[str, ...]:
-    tags: list[str] = []
-    seen: set[str] = set()
-    for tag in [*existing, *more]:
-        tag = " ".join(tag.split())
-        if tag and tag.casefold() not in seen:
-            seen.add(tag.casefold())
-            tags.append(tag)
-    return tuple(tags)
 
 
 _DMY = re.compile(

@@ -39,10 +39,17 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+    # SQLite's own lower() folds ASCII only; client search must find "Коваленко" by
+    # "коваленко" as PostgreSQL does.
+    dbapi_conn.create_function("lower", 1, _fold, deterministic=True)
     # Take over transaction control from the driver so every transaction starts with
     # BEGIN IMMEDIATE: a deferred one that reads, then writes, fails at once with
     # "database is locked" when another writer got there first.
     dbapi_conn.isolation_level = None
+
+
+def _fold(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]

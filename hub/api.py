@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from crm_store.conversations import STATUSES, conversation_messages, list_conversations
 from crm_store.db import transaction
@@ -16,13 +15,12 @@ from crm_store.staff import authenticate
 from crm_store.timeutil import iso
 from hub import auth
 from hub.events import message_frame
+from hub.http_json import hub_of, positive_int, read_body, refuse
 from hub.messages import Author
 from hub.replies import send_reply
-from hub.state import HUB, Hub
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-M = TypeVar("M", bound=BaseModel)
 
 
 class LoginBody(BaseModel):
@@ -35,40 +33,10 @@ class ReplyBody(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=64)
 
 
-def _hub(request: web.Request) -> Hub:
-    return request.app[HUB]
-
-
-def _refuse(kind: type[web.HTTPError], error: str, **extra: Any) -> web.HTTPError:
-    """A 4xx with a JSON body, raised from anywhere in a handler."""
-    body = json.dumps({"error": error, **extra}, ensure_ascii=False)
-    return kind(text=body, content_type="application/json")
-
-
-async def _body(request: web.Request, model: type[M]) -> M:
-    if request.content_type != "application/json":
-        raise _refuse(web.HTTPUnsupportedMediaType, "send JSON (Content-Type: application/json)")
-    try:
-        return model.model_validate_json(await request.read())
-    except ValidationError as exc:
-        details = [{"field": ".".join(map(str, e["loc"])), "error": e["msg"]} for e in exc.errors()]
-        raise _refuse(web.HTTPBadRequest, "invalid request", details=details) from None
-
-
-def _int(value: str, name: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise _refuse(web.HTTPBadRequest, f"{name} must be a whole number") from None
-    if number < 1:
-        raise _refuse(web.HTTPBadRequest, f"{name} must be positive")
-    return number
-
-
 @routes.post("/api/auth/login")
 async def login(request: web.Request) -> web.Response:
-    body = await _body(request, LoginBody)
-    hub = _hub(request)
+    body = await read_body(request, LoginBody)
+    hub = hub_of(request)
     async with transaction(hub.sessions) as session:
         staff = await authenticate(session, body.email, body.password)
     if staff is None:
@@ -91,7 +59,7 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.post("/api/auth/logout")
 async def logout(request: web.Request) -> web.Response:
-    await auth.close_session(_hub(request).redis, request.cookies.get(auth.COOKIE))
+    await auth.close_session(hub_of(request).redis, request.cookies.get(auth.COOKIE))
     response = web.json_response({"ok": True})
     response.del_cookie(auth.COOKIE, path="/")
     return response
@@ -99,10 +67,10 @@ async def logout(request: web.Request) -> web.Response:
 
 @routes.get("/api/me")
 async def me(request: web.Request) -> web.Response:
-    async with _hub(request).sessions() as session:
+    async with hub_of(request).sessions() as session:
         staff = await session.get(Staff, request[auth.STAFF_KEY])
     if staff is None or not staff.active:
-        raise _refuse(web.HTTPUnauthorized, "not signed in")
+        raise refuse(web.HTTPUnauthorized, "not signed in")
     return web.json_response(_staff_json(staff))
 
 
@@ -113,14 +81,14 @@ async def conversations(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": f"status must be one of {', '.join(STATUSES)}"}, status=400
         )
-    limit = min(_int(request.query.get("limit", "50"), "limit"), 200)
+    limit = min(positive_int(request.query.get("limit", "50"), "limit"), 200)
     before = request.query.get("before")
-    async with _hub(request).sessions() as session:
+    async with hub_of(request).sessions() as session:
         rows = await list_conversations(
             session,
             status=status,
             limit=limit,
-            before_id=_int(before, "before") if before else None,
+            before_id=positive_int(before, "before") if before else None,
         )
     return web.json_response(
         {"conversations": [_conversation_json(c, cl, last) for c, cl, last in rows]}
@@ -129,8 +97,8 @@ async def conversations(request: web.Request) -> web.Response:
 
 @routes.get("/api/conversations/{id}/messages")
 async def messages(request: web.Request) -> web.Response:
-    conversation_id = _int(request.match_info["id"], "id")
-    async with _hub(request).sessions() as session:
+    conversation_id = positive_int(request.match_info["id"], "id")
+    async with hub_of(request).sessions() as session:
         conversation = await session.get(Conversation, conversation_id)
         if conversation is None:
             return web.json_response({"error": "no such conversation"}, status=404)
@@ -140,9 +108,9 @@ async def messages(request: web.Request) -> web.Response:
 
 @routes.post("/api/conversations/{id}/messages")
 async def reply(request: web.Request) -> web.Response:
-    conversation_id = _int(request.match_info["id"], "id")
-    body = await _body(request, ReplyBody)
-    hub = _hub(request)
+    conversation_id = positive_int(request.match_info["id"], "id")
+    body = await read_body(request, ReplyBody)
+    hub = hub_of(request)
     async with hub.sessions() as session:
         conversation = await session.get(Conversation, conversation_id)
     if conversation is None:

@@ -9,19 +9,24 @@ import os
 import secrets
 import socket
 from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bots.base import Responder, SilentResponder
 from channels.base import Channel, FanoutHandler
 from channels.webchat import WebChatChannel
+from crm_store.business import Rules, get_business
 from crm_store.conversations import chat_history
 from crm_store.db import create_engine, is_sqlite, session_factory
 from crm_store.migrate import require_head, upgrade_async
+from crm_store.timeutil import utcnow
 from hub.botworker import BotWorker
 from hub.bus import Bus
 from hub.config import Settings
@@ -104,8 +109,11 @@ class Hub:
         run_dispatcher: bool = True,
         run_bots: bool = True,
         migrate: bool = False,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.migrate = migrate
+        # Every "now" of the booking rules comes from here, so tests can set the time.
+        self.clock = clock
         self.settings = settings
         self.responder: Responder = responder or SilentResponder()
         self.router_hooks = router_hooks
@@ -210,6 +218,13 @@ class Hub:
             await self.redis.aclose()
         if self.embedded is not None:
             await self.embedded.astop()
+
+    async def rules(self, session: AsyncSession) -> Rules:
+        """The salon's booking rules: saved settings, else the environment's defaults."""
+        business = await get_business(
+            session, timezone=self.settings.hub_timezone, currency=self.settings.hub_currency
+        )
+        return Rules.of(business)
 
     # Health ----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from hub import api, auth, metrics
+from hub import api, auth, booking_api, clients_api, metrics
 from hub.bus import DEAD_STREAM, inbound_stream, outbound_stream
 from hub.outbound import GROUP as DISPATCH_GROUP
 from hub.router import GROUP as ROUTER_GROUP
@@ -87,6 +87,8 @@ def create_app(hub: Hub) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_view)
     app.add_routes(api.routes)
+    app.add_routes(booking_api.routes)
+    app.add_routes(clients_api.routes)
     for channel in hub.channels.values():
         for route in channel.routes():
             app.router.add_route(route.method, route.path, route.handler, name=route.name)
