@@ -8,11 +8,15 @@ from pydantic import BaseModel, Field
 
 
 class Turn(BaseModel):
+    """One client message to answer. The client is the conversation's; a brain acts for no
+    one else."""
+
     conversation_id: int
     client_id: int
     channel: str
     message_id: str
     text: str
+    # The client card's language, when known; a brain may detect it from the text instead.
     language: str | None = None
 
 
@@ -21,6 +25,7 @@ class Reply(BaseModel):
     quick_replies: list[str] = Field(default_factory=list)
     # Ask for a human: the conversation goes to `waiting` and staff are alerted.
     handoff: bool = False
+    handoff_reason: str = ""
 
 
 class Responder(Protocol):

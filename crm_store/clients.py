@@ -6,13 +6,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import func, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store import audit
 from crm_store.contacts import normalize_email, normalize_phone
-from crm_store.models import Appointment, AuditEntry, ChannelIdentity, Client, Staff
+from crm_store.models import (
+    Appointment,
+    AuditEntry,
+    ChannelIdentity,
+    Client,
+    Conversation,
+    Message,
+    Staff,
+)
+from crm_store.timeutil import aware
 
 LANGUAGES = ("uk", "en", "ru")
 EDITABLE = (
@@ -170,6 +179,68 @@ async def _clean(session: AsyncSession, key: str, value: Any, region: str) -> An
             raise ClientError(f"no master with id {value}")
         return value
     return bool(value)  # marketing_consent
+
+
+# Tables whose rows belong to a client card and move with a merge.
+OWNED = (ChannelIdentity, Conversation, Message, Appointment)
+
+
+async def merge_clients(
+    session: AsyncSession,
+    source_id: int,
+    target_id: int,
+    *,
+    actor: audit.Actor,
+    staff_id: int | None = None,
+) -> Client:
+    """Fold card `source` into `target`: its identities, conversations, messages and
+    appointments move; what the target lacks (name, phone, email, language) is taken; tags
+    are united and notes appended. The source stays, marked `merged_into_id`, so links to
+    it still resolve. Both cards get an audit entry."""
+    if source_id == target_id:
+        raise ClientError("a card can't be merged into itself")
+    source = await _client(session, source_id)
+    target = await _client(session, target_id)
+    if source.merged_into_id is not None or target.merged_into_id is not None:
+        raise ClientError("one of the cards was already merged into another")
+    moved: dict[str, int] = {}
+    for table in OWNED:
+        result = await session.exec(  # type: ignore[call-overload]
+            update(table).where(col(table.client_id) == source_id).values(client_id=target_id)
+        )
+        moved[table.__tablename__] = result.rowcount
+    taken: dict[str, Any] = {}
+    for key in ("name", "phone", "email", "language", "preferred_master_id", "source_channel"):
+        if getattr(target, key) is None and getattr(source, key) is not None:
+            taken[key] = getattr(source, key)
+            setattr(target, key, taken[key])
+    tags = list(union_tags(target.tags or [], source.tags or []))
+    if tags != (target.tags or []):
+        taken["tags"] = tags
+        target.tags = tags
+    if source.notes and source.notes not in target.notes:
+        target.notes = f"{target.notes}\n{source.notes}" if target.notes else source.notes
+        taken["notes"] = target.notes
+    for key, pick in (("first_contact_at", min), ("last_contact_at", max), ("last_visit_at", max)):
+        values = [aware(v) for v in (getattr(target, key), getattr(source, key)) if v]
+        if values and aware(getattr(target, key)) != pick(values):  # type: ignore[type-var]
+            setattr(target, key, pick(values))  # type: ignore[type-var]
+    target.marketing_consent = target.marketing_consent or source.marketing_consent
+    source.merged_into_id = target_id
+    session.add_all([source, target])
+    await session.flush()
+    common = {"actor": actor, "staff_id": staff_id, "entity": "client"}
+    audit.record(
+        session,
+        **common,
+        entity_id=target_id,
+        action="merged_in",
+        changes={"from": source_id, "moved": moved, **taken},
+    )
+    audit.record(
+        session, **common, entity_id=source_id, action="merged_into", changes={"into": target_id}
+    )
+    return target
 
 
 def union_tags(existing: Sequence[str], more: Sequence[str]) -> tuple[str, ...]:

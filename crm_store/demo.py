@@ -52,8 +52,11 @@ async def load_demo_salon(
     timezone: str = "Europe/Kyiv",
     currency: str = "UAH",
     seed: int = 7,
+    history: bool = True,
 ) -> DemoSummary:
-    """Fill an empty salon; a salon that already has services is left as it is."""
+    """Fill an empty salon; a salon that already has services is left as it is. Without
+    `history` only the salon itself is loaded (services, masters, hours): what the bot
+    evaluation needs to start from a known, empty book."""
     if (await session.exec(select(Service.id).limit(1))).first() is not None:
         return await _summary(session, created=False)
     data = json.loads(DATA.read_text(encoding="utf-8"))
@@ -66,6 +69,8 @@ async def load_demo_salon(
     rules = Rules.of(business)
     services = await _services(session, data["services"])
     masters = [await _master(session, spec, services) for spec in data["masters"]]
+    if not history:
+        return await _summary(session, created=True)
     clients = await _clients(session, data["clients"], now)
     # One master is on holiday for a few days next month: the bot has to offer someone else.
     holiday = (now + timedelta(days=20)).astimezone(rules.tz).date()

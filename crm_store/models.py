@@ -289,3 +289,15 @@ class Appointment(SQLModel, table=True):
     created_by_staff_id: int | None = Field(default=None, foreign_key="staff.id")
     created_at: datetime = _ts_now()
     updated_at: datetime = _ts_now()
+
+
+class BotState(SQLModel, table=True):
+    """Where the bot is in a conversation's dialogue, so a restart continues it."""
+
+    __tablename__ = "bot_states"
+
+    conversation_id: int = Field(foreign_key="conversations.id", primary_key=True)
+    state: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Turns in a row the bot could not help with; two hand the conversation to staff.
+    failures: int = Field(default=0)
+    updated_at: datetime = _ts_now()

@@ -15,6 +15,7 @@ from crm_store.staff import authenticate
 from crm_store.timeutil import iso
 from hub import auth
 from hub.events import message_frame
+from hub.handoff import HandoffError, close, give_back
 from hub.http_json import hub_of, positive_int, read_body, refuse
 from hub.messages import Author
 from hub.replies import send_reply
@@ -127,6 +128,32 @@ async def reply(request: web.Request) -> web.Response:
         idempotency_key=f"staff:{body.idempotency_key}" if body.idempotency_key else None,
     )
     return web.json_response(message_frame(queued.message), status=201 if queued.created else 200)
+
+
+@routes.post("/api/conversations/{id}/release")
+async def release(request: web.Request) -> web.Response:
+    """Give the conversation back to the bot."""
+    return await _move(request, give_back)
+
+
+@routes.post("/api/conversations/{id}/close")
+async def close_conversation(request: web.Request) -> web.Response:
+    return await _move(request, close)
+
+
+async def _move(request: web.Request, action: Any) -> web.Response:
+    conversation_id = positive_int(request.match_info["id"], "id")
+    hub = hub_of(request)
+    try:
+        conversation = await action(
+            hub.sessions, hub.bus, conversation_id, staff_id=request[auth.STAFF_KEY]
+        )
+    except HandoffError as exc:
+        missing = "no conversation" in str(exc)
+        raise refuse(web.HTTPNotFound if missing else web.HTTPConflict, str(exc)) from None
+    return web.json_response(
+        {"id": conversation.id, "status": conversation.status, "assignee_id": None}
+    )
 
 
 def _staff_json(staff: Staff) -> dict[str, Any]:

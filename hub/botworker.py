@@ -12,12 +12,12 @@ import logging
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bots.base import Responder, Turn
-from crm_store.db import transaction
 from crm_store.models import Client, Conversation
 from hub.bus import EVENTS_STREAM, Bus, Entry, PermanentError
 from hub.consumer import StreamConsumer
+from hub.handoff import hand_off
 from hub.messages import Author, QuickReply
-from hub.replies import send_reply
+from hub.replies import BotSilenced, send_reply
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +64,24 @@ class BotWorker:
         )
         replies = await self.responder.respond(turn)
         for n, reply in enumerate(replies):
-            await send_reply(
+            try:
+                await send_reply(
+                    self.sessions,
+                    self.bus,
+                    conversation_id=turn.conversation_id,
+                    text=reply.text,
+                    author=Author.bot,
+                    idempotency_key=f"bot:{turn.message_id}:{n}",
+                    quick_replies=[QuickReply(text=q[:64]) for q in reply.quick_replies],
+                )
+            except BotSilenced:
+                log.info("conversation %s was taken over mid-turn", turn.conversation_id)
+                return
+        handoff = next((r for r in replies if r.handoff), None)
+        if handoff is not None:
+            await hand_off(
                 self.sessions,
                 self.bus,
-                conversation_id=turn.conversation_id,
-                text=reply.text,
-                author=Author.bot,
-                idempotency_key=f"bot:{turn.message_id}:{n}",
-                quick_replies=[QuickReply(text=q) for q in reply.quick_replies],
-            )
-        if any(r.handoff for r in replies):
-            async with transaction(self.sessions) as session:
-                conversation = await session.get(Conversation, turn.conversation_id)
-                if conversation is not None and conversation.status == "bot":
-                    conversation.status = "waiting"
-            await self.bus.publish_event(
-                "handoff", conversation_id=turn.conversation_id, reason="bot"
+                turn.conversation_id,
+                reason=handoff.handoff_reason or "the bot asked for a person",
             )

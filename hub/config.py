@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,12 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     hub_llm_model: str = "gpt-4o-mini"
+    # Which brain answers clients: auto = the LLM with a key, else the offline rules.
+    hub_bot: Literal["auto", "llm", "offline", "off"] = "auto"
+    hub_llm_timeout_s: float = Field(default=30.0, gt=0)
+    hub_llm_retries: int = Field(default=2, ge=0, le=10)
+    hub_llm_max_rounds: int = Field(default=6, ge=1, le=20)
+    hub_llm_history_tokens: int = Field(default=3000, ge=200)
     hub_data_dir: Path = Path("./hub-data")
     hub_timezone: str = "Europe/Kyiv"
     hub_currency: str = Field(default="UAH", pattern="^[A-Z]{3}$")

@@ -27,6 +27,10 @@ class ReplyError(LookupError):
     pass
 
 
+class BotSilenced(ReplyError):
+    """A bot reply to a conversation that staff have (or wait for): not sent."""
+
+
 @dataclass
 class Queued:
     message: Message
@@ -66,6 +70,8 @@ async def send_reply(
             conversation = await session.get(Conversation, conversation_id)
             if conversation is None:
                 raise ReplyError(f"no conversation {conversation_id}")
+            if author is Author.bot and conversation.status != "bot":
+                raise BotSilenced(f"conversation {conversation_id} is {conversation.status}")
             if author is Author.staff and staff_id is not None:
                 await take_over(session, conversation, staff_id)
             message = await record_outbound(

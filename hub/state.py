@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bots.base import Responder, SilentResponder
+from bots.base import Responder
 from channels.base import Channel, FanoutHandler
 from channels.webchat import WebChatChannel
 from crm_store.business import Rules, get_business
@@ -28,6 +28,7 @@ from crm_store.db import create_engine, is_sqlite, session_factory
 from crm_store.migrate import require_head, upgrade_async
 from crm_store.timeutil import utcnow
 from hub.botworker import BotWorker
+from hub.brains import build_responder
 from hub.bus import Bus
 from hub.config import Settings
 from hub.consumer import StreamConsumer
@@ -115,7 +116,7 @@ class Hub:
         # Every "now" of the booking rules comes from here, so tests can set the time.
         self.clock = clock
         self.settings = settings
-        self.responder: Responder = responder or SilentResponder()
+        self.responder: Responder | None = responder
         self.router_hooks = router_hooks
         self.run_router = run_router
         self.run_dispatcher = run_dispatcher
@@ -186,6 +187,9 @@ class Hub:
         if self.run_dispatcher and self.channels:
             self.consumers.append(self.dispatcher.consumer(f"dispatch-{self.name}", **common))
         if self.run_bots:
+            if self.responder is None:
+                # Late-bound: a test that sets hub.clock moves the bot's "now" too.
+                self.responder = build_responder(s, self.sessions, lambda: self.clock())
             worker = BotWorker(self.bus, self.sessions, self.responder)
             self.consumers.append(worker.consumer(f"bots-{self.name}", **common))
         for consumer in self.consumers:

@@ -132,6 +132,8 @@ def test_settings(db: str, redis_url: str, tmp_path: Path, **overrides: object) 
         "hub_max_deliveries": 3,
         "hub_outbound_backoff_ms": 1,
         "hub_outbound_backoff_max_ms": 5,
+        # Tests of the pipeline see only what they send; the bot's tests turn it on.
+        "hub_bot": "off",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

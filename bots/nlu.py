@@ -1,0 +1,1256 @@
+"""What a client's message says, for the offline brain: language, day, time, service, master,
+intents. Pure functions over the text; the words they know live in prompts/offline/lexicon.json.
+
+Clients write informally in Ukrainian, Russian or English, with typos and mixed alphabets, so
+every reader works on `normalize`d text split into words, and matches lexicon entries by whole
+words, by stems ("скасув*") and, where a typo is likely and harmless, within one edit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, time, timedelta
+from functools import cache, lru_cache
+from itertools import pairwise
+from math import log
+from typing import Any, Literal, cast
+
+from rapidfuzz.distance import DamerauLevenshtein
+
+from prompts import load_json
+
+__all__ = [
+    "DaySpan",
+    "Intent",
+    "Language",
+    "Named",
+    "TimeSpec",
+    "detect_intents",
+    "detect_language",
+    "match_master",
+    "match_services",
+    "normalize",
+    "parse_day",
+    "parse_time",
+]
+
+Language = Literal["uk", "en", "ru"]
+Intent = Literal[
+    "greeting",
+    "thanks",
+    "prices",
+    "hours",
+    "address",
+    "book",
+    "reschedule",
+    "cancel",
+    "my_appointments",
+    "human",
+    "complaint",
+    "sensitive",
+    "yes",
+    "no",
+    "any_master",
+]
+DayPart = Literal["morning", "afternoon", "evening"]
+_Role = Literal["at", "after", "before", "between"]
+
+LANGUAGES: tuple[Language, ...] = ("uk", "en", "ru")
+
+
+@dataclass(frozen=True)
+class DaySpan:
+    """Local dates, both inclusive; one day has first == last."""
+
+    first: date
+    last: date
+
+
+@dataclass(frozen=True)
+class TimeSpec:
+    """An exact time (`at`), or a window open on either side (`after`, `before`)."""
+
+    at: time | None = None
+    after: time | None = None
+    before: time | None = None
+
+
+@dataclass(frozen=True)
+class Named:
+    """A service or a master with all its names (uk/en/ru, full and short)."""
+
+    id: int
+    names: tuple[str, ...]
+
+
+# Text ----------------------------------------------------------------------------------------
+
+_CHARS = str.maketrans({"’": "'", "ʼ": "'", "`": "'", "‘": "'", "´": "'", "′": "'", "ё": "е"})
+# Latin letters that look like Cyrillic ones: typed from a mixed keyboard ("нiгтi").
+_LOOKALIKES = str.maketrans("aceiopxyk", "асеіорхук")
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
+_CYRILLIC = re.compile(r"[а-яіїєґ]")
+_LATIN = re.compile(r"[a-z]")
+
+
+def normalize(text: str) -> str:
+    """Lowercase, ё as е, one apostrophe, no mixed-alphabet words, single spaces."""
+    lowered = text.lower().translate(_CHARS)
+    return " ".join(_WORD.sub(_one_alphabet, lowered).split())
+
+
+def _one_alphabet(match: re.Match[str]) -> str:
+    word = match.group(0)
+    if _CYRILLIC.search(word) and _LATIN.search(word):
+        return word.translate(_LOOKALIKES)
+    return word
+
+
+@dataclass(frozen=True)
+class _Token:
+    text: str
+    kind: Literal["word", "num", "clock", "dash"]
+    start: int
+    end: int
+
+
+_TOKEN = re.compile(
+    r"(?P<clock>(?<![\d.])\d{1,2}(?:[:.][0-5]\d|-(?:00|[3-5]\d))(?![\d]|[.:]\d))"
+    r"|(?P<num>\d+)"
+    r"|(?P<word>[^\W\d_]+(?:'[^\W\d_]+)*)"
+    r"|(?P<dash>[-–—])"
+)
+
+
+def _tokens(normalized: str) -> list[_Token]:
+    found = []
+    for m in _TOKEN.finditer(normalized):
+        kind = cast(Literal["word", "num", "clock", "dash"], m.lastgroup)
+        text = m.group(0)
+        if kind == "word" and text.endswith("'s") and text.isascii():
+            text = text[:-2]  # "men's haircut" names men
+        found.append(_Token(text, kind, m.start(), m.end()))
+    return found
+
+
+def _words(normalized: str) -> list[str]:
+    return [t.text for t in _tokens(normalized) if t.kind in ("word", "num")]
+
+
+def _distance(a: str, b: str) -> int:
+    return int(DamerauLevenshtein.distance(a, b))
+
+
+# Lexicon -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    """Consecutive words; a word ending in * is a stem. Anchored ("^так"): within the first
+    two words of a message. Whole ("^any$"): the message is just this."""
+
+    words: tuple[str, ...]
+    anchored: bool = False
+    whole: bool = False
+
+
+def _pattern(entry: str) -> _Pattern:
+    anchored = entry.startswith("^")
+    whole = anchored and entry.endswith("$")
+    body = normalize(entry.lstrip("^").rstrip("$"))
+    words = tuple(w for w in re.split(r"[\s\-–]+", body) if w)
+    return _Pattern(words, anchored, whole)
+
+
+def _patterns(entries: Iterable[str]) -> tuple[_Pattern, ...]:
+    # Longest first: "day after tomorrow" is found before "tomorrow".
+    unique = {_pattern(e) for e in entries}
+    return tuple(sorted(unique, key=lambda p: (-len(p.words), p.words)))
+
+
+def _all_languages(node: dict[str, list[str]]) -> list[str]:
+    return [entry for lang in LANGUAGES for entry in node.get(lang, [])]
+
+
+@dataclass(frozen=True)
+class _Concept:
+    name: str
+    words: tuple[_Pattern, ...]
+    targets: tuple[_Pattern, ...]
+    modifier: bool  # "волосся", "чоловіча": narrows a service down, never names one alone
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    words: frozenset[str]
+    stems: tuple[str, ...]
+
+    def has(self, token: str) -> bool:
+        return token in self.words or any(token.startswith(s) for s in self.stems)
+
+
+@dataclass(frozen=True)
+class _Lexicon:
+    intents: dict[str, tuple[_Pattern, ...]]
+    negations: frozenset[str]
+    known: _Vocabulary  # lexicon words are never read as a typo of another word
+    lang_words: dict[str, _Vocabulary]
+    neutral: frozenset[str]
+    lang_phrases: dict[str, tuple[_Pattern, ...]]
+    filler: frozenset[str]
+    not_service: frozenset[str]
+    today: tuple[_Pattern, ...]
+    tomorrow: tuple[_Pattern, ...]
+    day_after: tuple[_Pattern, ...]
+    weekdays: dict[str, int]
+    months: dict[str, int]
+    months_en: frozenset[str]
+    next: tuple[_Pattern, ...]
+    this_week: tuple[_Pattern, ...]
+    next_week: tuple[_Pattern, ...]
+    weekend: tuple[_Pattern, ...]
+    in_words: frozenset[str]
+    day_units: frozenset[str]
+    week_units: frozenset[str]
+    counts: dict[str, int]
+    day_suffixes: frozenset[str]
+    day_of_month_words: frozenset[str]
+    date_glue: frozenset[str]
+    parts: tuple[tuple[_Pattern, DayPart], ...]
+    after_hour_parts: dict[str, DayPart]
+    am: frozenset[str]
+    pm: frozenset[str]
+    roles: dict[tuple[str, ...], _Role]
+    word_hours_not_after: frozenset[str]
+    range_joiners: frozenset[str]
+    hour_nouns: frozenset[str]
+    half: frozenset[str]
+    half_past: frozenset[str]  # English counts the half after the hour, uk/ru before the next
+    half_glue: frozenset[str]
+    noon: frozenset[str]
+    noon_alone: frozenset[str]
+    hour_words: dict[str, int]
+    not_time_units: tuple[_Pattern, ...]
+    hour_words_genitive: frozenset[str]
+    durations: tuple[tuple[frozenset[str], frozenset[str]], ...]  # (words before, units)
+    concepts: tuple[_Concept, ...]
+    name_filler: frozenset[str]
+    name_groups: tuple[frozenset[str], ...]
+
+
+def _norm_set(entries: Iterable[str]) -> frozenset[str]:
+    return frozenset(normalize(e) for e in entries)
+
+
+def _word_map(groups: Iterable[tuple[int, Iterable[str]]]) -> dict[str, int]:
+    return {normalize(word): value for value, words in groups for word in words}
+
+
+@cache
+def _lexicon() -> _Lexicon:
+    raw = load_json("offline/lexicon.json")
+    days, hours, services = raw["days"], raw["time"], raw["services"]
+    intents = {name: _patterns(_all_languages(node)) for name, node in raw["intents"].items()}
+    parts = tuple(
+        (p, cast(DayPart, part))
+        for part, node in hours["day_parts"].items()
+        for p in _patterns(_all_languages(node))
+    )
+    roles: dict[tuple[str, ...], _Role] = {}
+    for role, node in hours["roles"].items():
+        for p in _patterns(_all_languages(node)):
+            roles.setdefault(p.words, cast(_Role, role))
+    concepts = tuple(
+        _Concept(
+            name,
+            _patterns(_all_languages(node)),
+            _patterns(node["targets"]),
+            bool(node.get("modifier", False)),
+        )
+        for name, node in services["concepts"].items()
+    )
+    weekdays = _word_map((i, _all_languages(node)) for i, node in enumerate(days["weekdays"]))
+    months = _word_map((i + 1, _all_languages(node)) for i, node in enumerate(days["months"]))
+    day_words = {
+        w
+        for key in ("today", "tomorrow", "day_after_tomorrow", "this_week", "next_week", "weekend")
+        for p in _patterns(_all_languages(days[key]))
+        for w in p.words
+    }
+    time_words = {w for p, _ in parts for w in p.words} | {w for key in roles for w in key}
+    known, lang_words, lang_phrases = _vocabularies(raw)
+    return _Lexicon(
+        intents=intents,
+        negations=_norm_set(raw["negations"]),
+        known=known,
+        lang_words=lang_words,
+        neutral=_norm_set(raw["language_neutral"]),
+        lang_phrases=lang_phrases,
+        filler=_norm_set(_all_languages(raw["filler"])),
+        not_service=frozenset(
+            day_words | time_words | set(weekdays) | set(months) | _norm_set(hours["hour_nouns"])
+        ),
+        today=_patterns(_all_languages(days["today"])),
+        tomorrow=_patterns(_all_languages(days["tomorrow"])),
+        day_after=_patterns(_all_languages(days["day_after_tomorrow"])),
+        weekdays=weekdays,
+        months=months,
+        months_en=frozenset(normalize(w) for node in days["months"] for w in node["en"]),
+        next=_patterns(_all_languages(days["next"])),
+        this_week=_patterns(_all_languages(days["this_week"])),
+        next_week=_patterns(_all_languages(days["next_week"])),
+        weekend=_patterns(_all_languages(days["weekend"])),
+        in_words=_norm_set(_all_languages(days["in"])),
+        day_units=_norm_set(_all_languages(days["day_units"])),
+        week_units=_norm_set(_all_languages(days["week_units"])),
+        counts=_word_map((int(k), v) for k, v in days["counts"].items()),
+        day_suffixes=_norm_set(days["day_suffixes"]),
+        day_of_month_words=_norm_set(days["day_of_month_words"]),
+        date_glue=_norm_set(days["date_glue"]),
+        parts=tuple(sorted(parts, key=lambda item: -len(item[0].words))),
+        after_hour_parts={
+            normalize(w): cast(DayPart, part)
+            for part, words in hours["after_hour_only"].items()
+            for w in words
+        },
+        am=_norm_set(hours["am"]),
+        pm=_norm_set(hours["pm"]),
+        roles=roles,
+        word_hours_not_after=_norm_set(hours["word_hours_not_after"]),
+        range_joiners=_norm_set(hours["range_joiners"]),
+        hour_nouns=_norm_set(hours["hour_nouns"]),
+        half=_norm_set(_all_languages(hours["half"])),
+        half_past=_norm_set(hours["half"]["en"]),
+        half_glue=_norm_set(hours["half_glue"]),
+        noon=_norm_set(hours["noon"]),
+        noon_alone=_norm_set(hours["noon_alone"]),
+        hour_words=_word_map((int(k), v) for k, v in hours["hour_words"].items()),
+        not_time_units=_patterns(hours["not_time_units"]),
+        hour_words_genitive=_norm_set(hours["hour_words_genitive"]),
+        durations=tuple((_norm_set(d["after"]), _norm_set(d["units"])) for d in hours["durations"]),
+        concepts=concepts,
+        name_filler=_norm_set(services["name_filler"]),
+        name_groups=tuple(_norm_set(g) for g in raw["masters"]["name_variants"]),
+    )
+
+
+def _vocabularies(
+    raw: dict[str, Any],
+) -> tuple[_Vocabulary, dict[str, _Vocabulary], dict[str, tuple[_Pattern, ...]]]:
+    """Every word and stem of the lexicon, in all and per language. A word that only the uk
+    lists hold, or only the ru ones, tells the language where letters do not ("можно",
+    "когда" are Russian with no Russian-only letter)."""
+    words: dict[str | None, set[str]] = {lang: set() for lang in (*LANGUAGES, None)}
+    stems: dict[str | None, set[str]] = {lang: set() for lang in (*LANGUAGES, None)}
+
+    def walk(node: Any, lang: str | None) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not key.startswith("_"):
+                    walk(value, key if key in LANGUAGES else lang)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, lang)
+        elif isinstance(node, str):
+            for word in _pattern(node).words:
+                into = stems if word.endswith("*") else words
+                into[None].add(word.rstrip("*"))
+                if lang is not None:
+                    into[lang].add(word.rstrip("*"))
+
+    walk({k: v for k, v in raw.items() if k != "language_markers"}, None)
+    phrases: dict[str, tuple[_Pattern, ...]] = {}
+    for lang in ("uk", "ru"):
+        markers = raw["language_markers"][lang]
+        words[lang] |= {normalize(m) for m in markers if " " not in m}
+        phrases[lang] = _patterns(m for m in markers if " " in m)
+
+    def vocabulary(lang: str | None) -> _Vocabulary:
+        return _Vocabulary(frozenset(words[lang]), tuple(sorted(stems[lang])))
+
+    return vocabulary(None), {lang: vocabulary(lang) for lang in ("uk", "ru")}, phrases
+
+
+# Matching words --------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _known(token: str) -> bool:
+    return _lexicon().known.has(token)
+
+
+@lru_cache(maxsize=65536)  # every message is checked against every lexicon entry
+def _word_match(token: str, word: str, fuzzy: bool) -> bool:
+    if word.endswith("*"):
+        stem = word[:-1]
+        if token.startswith(stem):
+            return True
+        # A typo inside a long stem ("скосувати"); short stems would catch other words.
+        return (
+            fuzzy
+            and len(stem) >= 6
+            and len(token) >= len(stem) - 1
+            and token[0] == stem[0]
+            and not _known(token)
+            and any(_distance(token[:k], stem) <= 1 for k in range(len(stem) - 1, len(stem) + 2))
+        )
+    if token == word:
+        return True
+    return (
+        fuzzy
+        and len(word) >= 7  # six-letter words are a letter apart from too many others
+        and len(token) >= 7
+        and token[0] == word[0]
+        and not _known(token)
+        and _distance(token, word) <= 1
+    )
+
+
+def _find(words: Sequence[str], pattern: _Pattern, *, fuzzy: bool = False) -> Iterator[int]:
+    """Start indexes where the pattern's words follow one another in `words`."""
+    size = len(pattern.words)
+    last = len(words) - size
+    if pattern.whole and last != 0:
+        return
+    if pattern.anchored:
+        last = min(last, 1)
+    first, rest = pattern.words[0], pattern.words[1:]
+    for i in range(last + 1):
+        if _word_match(words[i], first, fuzzy) and all(
+            _word_match(words[i + 1 + k], w, fuzzy) for k, w in enumerate(rest)
+        ):
+            yield i
+
+
+def _first(words: Sequence[str], patterns: Iterable[_Pattern], *, fuzzy: bool = False) -> int:
+    """Index of the earliest match of any pattern, or -1."""
+    found = [i for p in patterns for i in _find(words, p, fuzzy=fuzzy)]
+    return min(found, default=-1)
+
+
+def _any(words: Sequence[str], patterns: Iterable[_Pattern], *, fuzzy: bool = False) -> bool:
+    return any(next(_find(words, p, fuzzy=fuzzy), None) is not None for p in patterns)
+
+
+# Language ------------------------------------------------------------------------------------
+
+
+def detect_language(text: str, default: Language = "uk") -> Language:
+    """uk, ru or en by the letters, then by words only one of uk/ru uses; `default` when the
+    text has no letters or is Cyrillic that fits both."""
+    said = normalize(text)
+    cyrillic = len(re.findall(r"[а-яіїєґ]", said))
+    latin = len(_LATIN.findall(said))
+    if cyrillic == 0 and latin == 0:
+        return default
+    if latin > cyrillic:
+        return "en"
+    lex = _lexicon()
+    words = _words(said)
+    uk = len(re.findall(r"[іїєґ]", said)) + len(re.findall(r"(?<=[а-яіїєґ])'(?=[а-яіїєґ])", said))
+    ru = len(re.findall(r"[ыэъ]", said)) + text.lower().count("ё")
+    for word in words:
+        if word in lex.neutral:
+            continue
+        in_uk, in_ru = lex.lang_words["uk"].has(word), lex.lang_words["ru"].has(word)
+        uk += in_uk and not in_ru
+        ru += in_ru and not in_uk
+    uk += sum(len(list(_find(words, p))) for p in lex.lang_phrases["uk"])
+    ru += sum(len(list(_find(words, p))) for p in lex.lang_phrases["ru"])
+    if uk > ru:
+        return "uk"
+    if ru > uk:
+        return "ru"
+    return default
+
+
+# Days ----------------------------------------------------------------------------------------
+
+# A phone number: seven digits or more, maybe with +, spaces, dashes, brackets; never a date
+# or a time, so it is blanked out before either is looked for.
+_PHONE = re.compile(r"\+?\d(?:[\s\-()]*\d){6,}")
+_NUMERIC_DATE = re.compile(r"(?<![\d.:/])(\d{1,2})([./])(\d{1,2})(?:\2(\d{4}|\d{2}))?(?![\d:/])")
+# Only these make "о 10.30" a time: "в"/"на" precede dates as often ("на 10.05").
+_CLOCK_PREPOSITIONS = frozenset({"о", "об", "at", "around", "близько", "около"})
+
+
+@dataclass(frozen=True)
+class _DateMention:
+    start: int
+    end: int
+    day: int
+    month: int | None  # None: "15-го", "the 15th": a day of this or next month
+    year: int | None
+
+
+def _blank(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    chars = list(text)
+    for start, end in spans:
+        chars[start:end] = " " * (end - start)
+    return "".join(chars)
+
+
+def _without_phones(normalized: str) -> str:
+    return _blank(normalized, (m.span() for m in _PHONE.finditer(normalized)))
+
+
+def _word_before(text: str, position: int) -> str:
+    before = _WORD.findall(text[:position])
+    return before[-1] if before else ""
+
+
+def _dates(text: str) -> list[_DateMention]:
+    """Dates written in the text, in order: "15.03", "15.03.2027", "15/03", "15 березня",
+    "15-го марта", "March 15th", "15th of March", "15-го", "15 числа"."""
+    lex = _lexicon()
+    found: list[_DateMention] = []
+    for m in _NUMERIC_DATE.finditer(text):
+        day, sep, month, year = int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)
+        if not (1 <= day <= 31 and 1 <= month <= 12):
+            continue
+        if sep == "." and year is None and _word_before(text, m.start()) in _CLOCK_PREPOSITIONS:
+            continue  # "о 10.12" is a time
+        found.append(_DateMention(m.start(), m.end(), day, month, _year(year)))
+    tokens = [t for t in _tokens(text) if t.kind in ("word", "num")]
+    taken = {(d.start, d.end) for d in found}
+    for i in range(len(tokens)):
+        mention = _day_then_month(text, tokens, i, lex) or _month_then_day(text, tokens, i, lex)
+        if mention and not any(s <= mention.start < e for s, e in taken):
+            found.append(mention)
+            taken.add((mention.start, mention.end))
+    return sorted(found, key=lambda d: d.start)
+
+
+def _year(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    return 2000 + int(raw) if len(raw) == 2 else int(raw)
+
+
+def _day_number(text: str, token: _Token) -> int | None:
+    """A 1..31 that stands alone: not part of "10:30" or "15.03"."""
+    if token.kind != "num" or len(token.text) > 2 or not 1 <= int(token.text) <= 31:
+        return None
+    before = text[token.start - 1] if token.start else " "
+    after = text[token.end] if token.end < len(text) else " "
+    if (
+        before in ":./"
+        or after in ":/"
+        or (after == "." and text[token.end + 1 : token.end + 2].isdigit())
+    ):
+        return None
+    return int(token.text)
+
+
+def _attached(text: str, left: _Token, right: _Token) -> bool:
+    """ "15-го", "15го", "15th": the suffix is written onto the number."""
+    return text[left.end : right.start] in ("", "-")
+
+
+def _day_then_month(
+    text: str, tokens: Sequence[_Token], i: int, lex: _Lexicon
+) -> _DateMention | None:
+    day = _day_number(text, tokens[i])
+    if day is None:
+        return None
+    j = i + 1
+    suffixed = False
+    if j < len(tokens) and (
+        tokens[j].text in lex.day_of_month_words
+        or (tokens[j].text in lex.day_suffixes and _attached(text, tokens[i], tokens[j]))
+    ):
+        suffixed = True
+        j += 1
+    while j < len(tokens) and tokens[j].text in lex.date_glue:
+        j += 1
+    if j < len(tokens) and tokens[j].text in lex.months:
+        year = None
+        end = tokens[j].end
+        if j + 1 < len(tokens) and re.fullmatch(r"20\d\d", tokens[j + 1].text):
+            year, end = int(tokens[j + 1].text), tokens[j + 1].end
+        return _DateMention(tokens[i].start, end, day, lex.months[tokens[j].text], year)
+    if suffixed:
+        return _DateMention(tokens[i].start, tokens[i + 1].end, day, None, None)
+    return None
+
+
+def _month_then_day(
+    text: str, tokens: Sequence[_Token], i: int, lex: _Lexicon
+) -> _DateMention | None:
+    # Only English puts the month first ("March 15"); "в березні 2 рази" is not a date.
+    if tokens[i].text not in lex.months_en:
+        return None
+    j = i + 1
+    while j < len(tokens) and tokens[j].text in lex.date_glue:
+        j += 1
+    if j >= len(tokens):
+        return None
+    day = _day_number(text, tokens[j])
+    if day is None:
+        return None
+    end = tokens[j].end
+    if j + 1 < len(tokens) and tokens[j + 1].text in lex.day_suffixes:
+        if _attached(text, tokens[j], tokens[j + 1]):
+            end = tokens[j + 1].end
+    return _DateMention(tokens[i].start, end, day, lex.months[tokens[i].text], None)
+
+
+def _resolve(mention: _DateMention, today: date) -> date | None:
+    if mention.month is None:
+        # A day of the month alone: this month, or the next month that has that day.
+        year, month = today.year, today.month
+        for _ in range(3):
+            candidate = _safe_date(year, month, mention.day)
+            if candidate is not None and candidate >= today:
+                return candidate
+            year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+        return None
+    if mention.year is not None:
+        return _safe_date(mention.year, mention.month, mention.day)
+    this_year = _safe_date(today.year, mention.month, mention.day)
+    if this_year is not None and this_year >= today:
+        return this_year
+    return _safe_date(today.year + 1, mention.month, mention.day)
+
+
+def _safe_date(year: int, month: int, day: int) -> date | None:
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
+def parse_day(text: str, today: date) -> DaySpan | None:
+    """The day or days the text asks for, relative to `today` (a local date); None when it
+    names none. A date named outright wins over "завтра", which wins over a weekday, which
+    wins over "через 3 дні", the weekend and the week."""
+    said = _without_phones(normalize(text))
+    for mention in _dates(said):
+        day = _resolve(mention, today)
+        if day is not None:
+            return DaySpan(day, day)
+    lex = _lexicon()
+    words = _words(said)
+    for patterns, shift in ((lex.day_after, 2), (lex.tomorrow, 1), (lex.today, 0)):
+        if _any(words, patterns):
+            return _one(today + timedelta(days=shift))
+    monday = today - timedelta(days=today.weekday())
+    next_week = _any(words, lex.next_week)
+    weekday = _weekday(words, lex, next_week)
+    if weekday is not None:
+        number, following = weekday
+        if following:
+            return _one(monday + timedelta(days=7 + number))
+        return _one(today + timedelta(days=(number - today.weekday()) % 7))
+    shift = _in_days(words, lex)
+    if shift is not None:
+        return _one(today + timedelta(days=shift))
+    weekend = _first(words, lex.weekend)
+    if weekend >= 0:
+        if next_week or _next_before(words, weekend, lex):
+            return DaySpan(monday + timedelta(days=12), monday + timedelta(days=13))
+        return DaySpan(max(today, monday + timedelta(days=5)), monday + timedelta(days=6))
+    if next_week:
+        return DaySpan(monday + timedelta(days=7), monday + timedelta(days=13))
+    if _any(words, lex.this_week):
+        return DaySpan(today, monday + timedelta(days=6))
+    return None
+
+
+def _one(day: date) -> DaySpan:
+    return DaySpan(day, day)
+
+
+def _weekday(words: Sequence[str], lex: _Lexicon, next_week: bool) -> tuple[int, bool] | None:
+    """The first weekday named (0 = Monday) and whether it is the one of next week."""
+    for i, word in enumerate(words):
+        if word in lex.weekdays:
+            return lex.weekdays[word], next_week or _next_before(words, i, lex)
+    return None
+
+
+def _next_before(words: Sequence[str], i: int, lex: _Lexicon) -> bool:
+    """ "next Friday", "наступної п'ятниці", "в следующую пятницу"."""
+    window = words[max(0, i - 2) : i]
+    return _any(window, lex.next)
+
+
+def _in_days(words: Sequence[str], lex: _Lexicon) -> int | None:
+    """ "через 3 дні", "через два тижні", "in a week" as a number of days."""
+    for i, word in enumerate(words):
+        if word not in lex.in_words:
+            continue
+        count, j = 1, i + 1
+        number = words[j] if j < len(words) else ""
+        if number.isdigit() or number in lex.counts:
+            count = int(number) if number.isdigit() else lex.counts[number]
+            j += 1
+        elif j < len(words) and words[j] in lex.day_units:
+            continue  # "через день" says "every other day" as often as "tomorrow"
+        unit = words[j] if j < len(words) else ""
+        if unit in lex.day_units:
+            return count
+        if unit in lex.week_units:
+            return 7 * count
+    return None
+
+
+# Times ---------------------------------------------------------------------------------------
+
+_PART_SPANS: dict[DayPart, tuple[time | None, time | None]] = {
+    "morning": (None, time(12)),
+    "afternoon": (time(12), time(17)),
+    "evening": (time(17), None),
+}
+_AMPM = re.compile(r"\b([ap])\.\s?m\b\.?")
+
+
+@dataclass
+class _Hour:
+    """An hour read from the text, before the salon's reading of bare hours."""
+
+    first: int  # token indexes it spans
+    last: int
+    hour: int
+    minute: int = 0
+    exact: bool = False  # a time by its form: "10:30", "пів на третю"
+    literal: bool = False  # "08:30", noon: read as written
+    word: bool = False  # "о третій": a word, so it needs a preposition
+    role: _Role | None = None
+    marker: DayPart | Literal["am", "pm"] | None = None
+    accepted: bool = False
+    rejected: bool = False  # a count or an amount ("на 2 людини"), never a time
+
+
+def parse_time(text: str) -> TimeSpec | None:
+    """The time the text asks for; None when it names none.
+
+    A bare hour 1..8 without "ранку"/"am"/"morning" is afternoon (a salon's day): "о 3" is
+    15:00, "о 10" is 10:00, "8:30" is 20:30 but "08:30" is 8:30. Dates and phone numbers are
+    never read as times.
+    """
+    lex = _lexicon()
+    said = _AMPM.sub(r"\1m", normalize(text))
+    said = _without_phones(said)
+    said = _blank(said, ((d.start, d.end) for d in _dates(said)))
+    tokens = _tokens(said)
+    words = [t.text for t in tokens]
+    # "Добрий вечір" greets, it does not ask for the evening.
+    ignored = _greeting_indexes(words, lex)
+    hours = _hour_candidates(tokens, lex, ignored)
+    used_markers = _read_context(tokens, hours, lex, ignored)
+    _join_ranges(tokens, hours, lex)
+    global_part = _global_part(words, lex, ignored | used_markers)
+    accepted = [h for h in hours if h.accepted]
+    if not accepted:
+        if global_part is None:
+            return None
+        after, before = _PART_SPANS[global_part]
+        return TimeSpec(after=after, before=before)
+    at: list[time] = []
+    after_: list[time] = []
+    before_: list[time] = []
+    for h in accepted:
+        clock = _clock(h, h.marker or _applies(global_part, h))
+        if clock is None:
+            continue
+        if h.role in ("after", "between"):
+            after_.append(clock)
+        elif h.role == "before":
+            before_.append(clock)
+        else:
+            at.append(clock)
+    if at:
+        return TimeSpec(at=at[0])
+    if not after_ and not before_:
+        return None
+    after, before = max(after_, default=None), min(before_, default=None)
+    if global_part is not None:
+        after, before = _narrow(after, before, _PART_SPANS[global_part])
+    return TimeSpec(after=after, before=before)
+
+
+def _greeting_indexes(words: Sequence[str], lex: _Lexicon) -> set[int]:
+    found: set[int] = set()
+    for pattern in lex.intents["greeting"]:
+        for i in _find(words, pattern):
+            found.update(range(i, i + len(pattern.words)))
+    return found
+
+
+def _hour_candidates(tokens: Sequence[_Token], lex: _Lexicon, ignored: set[int]) -> list[_Hour]:
+    hours: list[_Hour] = []
+    i = 0
+    while i < len(tokens):
+        if i in ignored:
+            i += 1
+            continue
+        found = _hour_at(tokens, i, lex)
+        if found is not None:
+            hours.append(found)
+            i = found.last + 1
+        else:
+            i += 1
+    return hours
+
+
+def _hour_at(tokens: Sequence[_Token], i: int, lex: _Lexicon) -> _Hour | None:
+    token = tokens[i]
+    if token.kind == "clock":
+        h, m = (int(x) for x in re.split(r"[:.\-]", token.text))
+        if h > 23:
+            return None
+        return _Hour(i, i, h, m, exact=True, literal=token.text.startswith("0"))
+    if token.kind == "num":
+        if len(token.text) > 2 or int(token.text) > 24:
+            return None
+        return _Hour(i, i, int(token.text), literal=token.text.startswith("0"))
+    if token.text in lex.half:
+        return _half(tokens, i, lex)
+    if token.text in lex.noon:
+        return _Hour(i, i, 12, literal=True, word=token.text not in lex.noon_alone)
+    if token.text in lex.noon_alone:
+        return _Hour(i, i, 12, literal=True)
+    if token.text in lex.hour_words:
+        return _Hour(i, i, lex.hour_words[token.text], word=True)
+    return None
+
+
+def _half(tokens: Sequence[_Token], i: int, lex: _Lexicon) -> _Hour | None:
+    """ "пів на третю", "пів третьої", "половина третьего" are 2:30; "half past two" and the
+    British "half two" are 2:30 as well."""
+    j = i + 1
+    glue = tokens[j].text if j < len(tokens) else ""
+    if glue in lex.half_glue:
+        j += 1
+    if j >= len(tokens):
+        return None
+    target = tokens[j]
+    if target.kind == "num" and 1 <= int(target.text) <= 12:
+        value = int(target.text)
+    elif target.text in lex.hour_words:
+        value = lex.hour_words[target.text]
+    else:
+        return None
+    hour = value if tokens[i].text in lex.half_past else (value - 1 or 12)
+    return _Hour(i, j, hour, 30, exact=True)
+
+
+def _role_before(words: Sequence[str], first: int, lex: _Lexicon) -> _Role | None:
+    for size in (3, 2, 1):
+        if first - size >= 0:
+            role = lex.roles.get(tuple(words[first - size : first]))
+            if role is not None:
+                return role
+    return None
+
+
+def _read_context(
+    tokens: Sequence[_Token], hours: list[_Hour], lex: _Lexicon, ignored: set[int]
+) -> set[int]:
+    """Fill in each hour's preposition and the "вечора"/"pm" written after it, and decide
+    whether it is a time at all. Returns the indexes of the words used as such markers."""
+    words = [t.text for t in tokens]
+    used: set[int] = set()
+    for h in hours:
+        h.role = _role_before(words, h.first, lex)
+        after = h.last + 1
+        while after < len(words) and words[after] in lex.hour_nouns:
+            after += 1
+        unit = words[after] if after < len(words) else ""
+        if _any([unit], lex.not_time_units) or _is_duration(words, h, lex):
+            h.rejected = True  # "на 2 людини", "50 грн", "через 2 години"
+            continue
+        marker, size = _marker_at(words, after, lex, ignored)
+        if marker is not None:
+            h.marker = marker
+            used.update(range(after, after + size))
+        if h.word and (h.role is None or words[h.first - 1] in lex.word_hours_not_after):
+            continue  # "три" alone is a count; "о третій" is a time
+        if h.role == "at" and words[h.first] in lex.hour_words_genitive:
+            continue  # "після двох" is a time, "на двох" is two people
+        if h.word and unit and tokens[after].kind == "word" and not _known(unit):
+            continue  # "в три етапи": a number word before a noun counts that noun
+        alone = all(
+            t.kind == "dash"
+            or k in range(h.first, h.last + 1)
+            or k in used
+            or t.text in lex.hour_nouns
+            for k, t in enumerate(tokens)
+        )
+        h.accepted = h.exact or h.role is not None or h.marker is not None or alone
+    return used
+
+
+def _is_duration(words: Sequence[str], h: _Hour, lex: _Lexicon) -> bool:
+    """ "через 2 години", "на 2 години", "in 3 hours": how long, not when ("о 2 годині" is
+    when)."""
+    before = words[h.first - 1] if h.first > 0 else ""
+    unit = words[h.last + 1] if h.last + 1 < len(words) else ""
+    return any(before in words_ and unit in units for words_, units in lex.durations)
+
+
+def _marker_at(
+    words: Sequence[str], i: int, lex: _Lexicon, ignored: set[int]
+) -> tuple[DayPart | Literal["am", "pm"] | None, int]:
+    if i >= len(words) or i in ignored:
+        return None, 0
+    if words[i] in lex.am:
+        return "am", 1
+    if words[i] in lex.pm:
+        return "pm", 1
+    if words[i] in lex.after_hour_parts:
+        return lex.after_hour_parts[words[i]], 1
+    for pattern, part in lex.parts:
+        if next(_find(words[i : i + len(pattern.words)], pattern), None) == 0:
+            return part, len(pattern.words)
+    return None, 0
+
+
+def _join_ranges(tokens: Sequence[_Token], hours: list[_Hour], lex: _Lexicon) -> None:
+    """ "10-12", "з 10 до 12", "between 10 and 12", "from 10 to 12": after one, before the
+    other."""
+    for a, b in pairwise(hours):
+        between = tokens[a.last + 1 : b.first]
+        if len(between) != 1:
+            continue
+        joiner = between[0]
+        if joiner.kind != "dash" and joiner.text not in lex.range_joiners:
+            continue
+        if a.role not in (None, "at", "after", "between") or b.role not in (None, "before"):
+            continue
+        if a.rejected or b.rejected or ((a.word or b.word) and not (a.accepted and b.accepted)):
+            continue  # "2-3 людини", "два-три" are counts
+        a.role, b.role = "after", "before"
+        a.accepted = b.accepted = True
+        if a.marker is None and a.hour <= b.hour:
+            a.marker = b.marker  # "з 5 до 7 вечора", "2-4pm"
+
+
+def _global_part(words: Sequence[str], lex: _Lexicon, ignored: set[int]) -> DayPart | None:
+    """The first part of the day named on its own ("ввечері", "in the morning")."""
+    best: tuple[int, DayPart] | None = None
+    for pattern, part in lex.parts:
+        for i in _find(words, pattern):
+            if any(k in ignored for k in range(i, i + len(pattern.words))):
+                continue
+            if best is None or i < best[0]:
+                best = (i, part)
+    return best[1] if best else None
+
+
+def _applies(part: DayPart | None, h: _Hour) -> DayPart | None:
+    """A part of the day said elsewhere in the message, as it bears on this hour: "вранці о 7"
+    is 7:00, but "в суботу після 3 або в неділю зранку" still means 15:00 on Saturday."""
+    if part == "morning" and h.hour < 6:
+        return None
+    return part
+
+
+def _clock(h: _Hour, marker: DayPart | Literal["am", "pm"] | None) -> time | None:
+    hour = h.hour
+    if not h.literal:
+        if marker == "am":
+            hour = 0 if hour == 12 else hour
+        elif marker in ("pm", "evening"):
+            hour = hour + 12 if hour < 12 else hour
+        elif marker in ("afternoon", None) and 1 <= hour <= 8:
+            hour += 12  # the salon's day: "о 3" is 15:00, "до 8" is 20:00
+    if hour == 24 and h.minute == 0:
+        return None
+    if not 0 <= hour <= 23:
+        return None
+    return time(hour, h.minute)
+
+
+def _narrow(
+    after: time | None, before: time | None, span: tuple[time | None, time | None]
+) -> tuple[time | None, time | None]:
+    """ "ввечері до 8": the explicit bound within the part of the day, unless they clash."""
+    low = max((t for t in (after, span[0]) if t is not None), default=None)
+    high = min((t for t in (before, span[1]) if t is not None), default=None)
+    if low is not None and high is not None and low >= high:
+        return after, before
+    return low, high
+
+
+# Services ------------------------------------------------------------------------------------
+
+_MIN_SCORE = 40.0  # below this a service shares only a weak word with the text
+_CONCEPT_STRENGTH = 0.95  # a synonym ("нігті" for "манікюр") counts as a case form of a word
+
+
+@dataclass(frozen=True)
+class _IndexedService:
+    id: int
+    names: tuple[tuple[str, ...], ...]  # content words of each name
+    words: frozenset[str]
+    concepts: frozenset[str]
+    word_concepts: dict[str, frozenset[str]]
+
+
+@lru_cache(maxsize=64)
+def _index(services: tuple[Named, ...]) -> tuple[_IndexedService, ...]:
+    lex = _lexicon()
+    indexed = []
+    for service in services:
+        names = tuple(
+            tuple(
+                w for w in _words(normalize(name)) if w not in lex.name_filler and not w.isdigit()
+            )
+            for name in service.names
+        )
+        words = frozenset(w for name in names for w in name)
+        word_concepts = {
+            w: frozenset(c.name for c in lex.concepts if _any([w], c.targets)) for w in words
+        }
+        concepts = frozenset(c for cs in word_concepts.values() for c in cs)
+        indexed.append(_IndexedService(service.id, names, words, concepts, word_concepts))
+    return tuple(indexed)
+
+
+_ENDINGS = tuple(
+    sorted(
+        (
+            "ією ієм ией ою ею єю ій ей ий ія ії ію ия ии ию ея ем єм ом ой ові еві ому ах ям "
+            "ами ями ів ов ам а я і и ы у ю е є ї й ь о"
+        ).split(),
+        key=len,
+        reverse=True,
+    )
+)
+
+
+def _stem(word: str) -> str:
+    """A Cyrillic word without its case ending ("Олени" → "олен", "стрижку" → "стрижк")."""
+    if not _CYRILLIC.search(word):
+        return word
+    for ending in _ENDINGS:
+        if word.endswith(ending) and len(word) - len(ending) >= 3:
+            return word[: -len(ending)]
+    return word
+
+
+@lru_cache(maxsize=16384)
+def _similarity(said: str, name_word: str) -> float:
+    """How surely a word of the text is a word of a service name, 0..1."""
+    if said == name_word:
+        return 1.0
+    shorter = min(len(said), len(name_word))
+    if shorter >= 4 and _stem(said) == _stem(name_word):
+        return 0.95
+    if _common_prefix(said, name_word) >= max(5, shorter - 2):
+        return 0.9  # "фарбувати" / "фарбування"
+    if shorter >= 5 and said[0] == name_word[0]:
+        if _distance(said, name_word) <= (2 if shorter >= 8 else 1):
+            return 0.85  # "манікур", "педікюр"
+    return 0.0
+
+
+def _common_prefix(a: str, b: str) -> int:
+    size = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        size += 1
+    return size
+
+
+def match_services(
+    text: str, services: Sequence[Named], *, limit: int = 3
+) -> list[tuple[int, float]]:
+    """Services the text names, best first, as (id, score 0..100); empty when none fits.
+
+    A word rare in the catalogue counts more than a common one, so "чоловіча стрижка" puts
+    the men's haircut well above the women's, while "стрижка" scores both alike (the dialogue
+    asks which). Scores within a few points of each other are equally good answers.
+    """
+    lex = _lexicon()
+    indexed = _index(tuple(Named(s.id, tuple(s.names)) for s in services))
+    said = [
+        w
+        for w in _words(normalize(text))
+        if not w.isdigit() and len(w) >= 2 and w not in lex.filler and w not in lex.not_service
+    ]
+    if not said or not indexed:
+        return []
+    match = _WordMatches.of(said, indexed, lex)
+    weights = match.weights(indexed)
+    if not weights:
+        return []
+    total = sum(weights.values())
+    scored: list[tuple[int, float]] = []
+    for service in indexed:
+        if not match.names(service, lex):
+            continue
+        said_part = sum(w * match.strength[word, service.id] for word, w in weights.items())
+        name_part = max(
+            (match.coverage(name, service) for name in service.names if name), default=0
+        )
+        score = round(100 * (0.9 * said_part / total + 0.1 * name_part), 1)
+        if score >= _MIN_SCORE:
+            scored.append((service.id, score))
+    scored.sort(key=lambda item: -item[1])
+    return scored[:limit]
+
+
+@dataclass(frozen=True)
+class _WordMatches:
+    """How each word of the text matches each service: by itself (`direct`: the name has the
+    word, a case form or a typo of it) or through a lexicon concept (`strength`)."""
+
+    said: tuple[str, ...]
+    concepts: dict[str, frozenset[str]]
+    direct: dict[tuple[str, int], float]
+    strength: dict[tuple[str, int], float]
+
+    @classmethod
+    def of(
+        cls, said: Sequence[str], indexed: Sequence[_IndexedService], lex: _Lexicon
+    ) -> _WordMatches:
+        concepts = {
+            w: frozenset(c.name for c in lex.concepts if _any([w], c.words, fuzzy=True))
+            for w in said
+        }
+        direct = {
+            (w, s.id): max((_similarity(w, n) for n in s.words), default=0.0)
+            for w in said
+            for s in indexed
+        }
+        strength = {
+            (w, s.id): max(direct[w, s.id], _CONCEPT_STRENGTH if concepts[w] & s.concepts else 0)
+            for w in said
+            for s in indexed
+        }
+        return cls(tuple(said), concepts, direct, strength)
+
+    def weights(self, indexed: Sequence[_IndexedService]) -> dict[str, float]:
+        """Words that match some service, the rarer in the catalogue the heavier."""
+        weights = {}
+        for w in self.said:
+            hits = sum(1 for s in indexed if self.strength[w, s.id] > 0)
+            if hits:
+                weights[w] = 1.0 + log(len(indexed) / hits)
+        return weights
+
+    def names(self, service: _IndexedService, lex: _Lexicon) -> bool:
+        """Whether the text names the service at all: a modifier ("волосся") alone does not."""
+        modifiers = {c.name for c in lex.concepts if c.modifier}
+        return any(
+            self.direct[w, service.id] or (self.concepts[w] - modifiers) & service.concepts
+            for w in self.said
+        )
+
+    def coverage(self, name: Sequence[str], service: _IndexedService) -> float:
+        """The share of a name's words the text covers: "Манікюр класичний" is all of
+        "класичний манікюр" and half of "манікюр"."""
+        covered = sum(
+            1
+            for n in name
+            if any(
+                _similarity(w, n) > 0 or self.concepts[w] & service.word_concepts[n]
+                for w in self.said
+            )
+        )
+        return covered / len(name)
+
+
+# Masters -------------------------------------------------------------------------------------
+
+_TO_LATIN = str.maketrans(
+    {
+        "а": "a", "б": "b", "в": "v", "г": "h", "ґ": "h", "д": "d", "е": "e", "є": "ie",
+        "ж": "zh", "з": "z", "и": "i", "і": "i", "ї": "i", "й": "i", "к": "k", "л": "l",
+        "м": "m", "н": "n", "о": "o", "п": "p", "р": "r", "с": "s", "т": "t", "у": "u",
+        "ф": "f", "х": "h", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ь": "", "ъ": "",
+        "ы": "i", "э": "e", "ю": "iu", "я": "ia", "'": "",
+    }
+)  # fmt: skip
+_LATIN_SPELLINGS = (("kh", "h"), ("ph", "f"), ("ck", "k"), ("y", "i"), ("j", "i"), ("g", "h"),
+                    ("c", "k"), ("w", "v"), ("q", "k"), ("x", "ks"))  # fmt: skip
+
+
+def _skeleton(word: str) -> str:
+    """One Latin spelling for Ukrainian, Russian and English spellings of a name:
+    "Ірина", "Ирина", "Iryna", "Irina" all come out close to "irina"."""
+    latin = word.translate(_TO_LATIN)
+    for old, new in _LATIN_SPELLINGS:
+        latin = latin.replace(old, new)
+    return latin
+
+
+def _name_forms(word: str) -> set[str]:
+    return {_skeleton(word), _skeleton(_stem(word))}
+
+
+@lru_cache(maxsize=16384)
+def _name_similarity(said: str, name_word: str) -> float:
+    ours, theirs = _name_forms(said), _name_forms(name_word)
+    if any(len(a) >= 3 and a == b for a in ours for b in theirs):
+        return 1.0
+    if any(len(a) >= 5 and len(b) >= 5 and _distance(a, b) <= 1 for a in ours for b in theirs):
+        return 0.85
+    return 0.0
+
+
+@lru_cache(maxsize=1024)
+def _variants(word: str) -> frozenset[str]:
+    """The name itself and its other-language and short forms ("Олена": "Елена", "Лена")."""
+    found = {word}
+    for group in _lexicon().name_groups:
+        if word in group or _stem(word) in {_stem(g) for g in group}:
+            found |= group
+    return frozenset(found)
+
+
+def match_master(text: str, masters: Sequence[Named]) -> int | None:
+    """The master the text names, in any case form or alphabet ("до Олени", "к Ирине",
+    "with Olena", "Мельник"); None when none is named or two fit equally."""
+    lex = _lexicon()
+    said = [
+        w
+        for w in _words(normalize(text))
+        if len(w) >= 3 and not w.isdigit() and w not in lex.filler and w not in lex.not_service
+    ]
+    if not said:
+        return None
+    scores: dict[int, float] = {}
+    for master in masters:
+        name_words = {w for name in master.names for w in _words(normalize(name)) if len(w) >= 2}
+        total = 0.0
+        for name_word in name_words:
+            total += max(_name_similarity(w, f) for w in said for f in _variants(name_word))
+        if total > 0:
+            scores[master.id] = max(scores.get(master.id, 0.0), total)
+    if not scores:
+        return None
+    best = max(scores.values())
+    winners = [i for i, score in scores.items() if score == best]
+    return winners[0] if len(winners) == 1 else None
+
+
+# Intents -------------------------------------------------------------------------------------
+
+
+def detect_intents(text: str) -> set[Intent]:
+    """What the message asks for; empty when nothing is recognised.
+
+    "book" is dropped when the message is about an existing booking (cancel, reschedule, my
+    appointments), and "my_appointments" when it cancels or moves one: "скасуйте мій запис"
+    is a cancel. A "yes" word after a negation ("не підходить") is a "no".
+    """
+    lex = _lexicon()
+    words = _words(normalize(text))
+    found: set[str] = set()
+    for intent, patterns in lex.intents.items():
+        for pattern in patterns:
+            for i in _find(words, pattern, fuzzy=True):
+                negated = i > 0 and words[i - 1] in lex.negations
+                found.add("no" if intent == "yes" and negated else intent)
+    if found & {"cancel", "reschedule"}:
+        found -= {"book", "my_appointments"}
+    if "my_appointments" in found:
+        found.discard("book")
+    return cast(set[Intent], found)

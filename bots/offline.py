@@ -1,0 +1,674 @@
+"""The offline brain: the AI administrator by rules, in uk/en/ru, with no model and no key.
+
+Each turn reads what the client said (bots/nlu.py), looks at where the dialogue stood (the
+state saved per conversation, bots/state.py) and acts through the same tools as the LLM
+brain (bots/tools.py). Booking is slot filling over as many turns as it takes: service,
+master or anyone, day, time; then it offers real free times as quick replies and books the
+one the client picks. The words it says are templates in prompts/offline/replies.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bots import nlu
+from bots.base import Reply, Turn
+from bots.state import Memory, recall, remember
+from bots.tools import ToolContext, ToolResult, Tools
+from crm_store.business import get_business
+from crm_store.catalog import list_masters, list_services
+from crm_store.contacts import normalize_phone
+from prompts import load_json
+
+log = logging.getLogger(__name__)
+
+OFFER = 6  # times offered at once: enough to choose from, few enough for buttons
+SEARCH = 60  # free times fetched to pick the offer from
+SPREAD = timedelta(minutes=45)  # offered times of one day at least this far apart
+AMBIGUOUS = 6.0  # services scoring within this of the best are asked about
+PHONE = re.compile(r"(?<![\d+])\+?\d[\d\s().-]{7,16}\d(?!\d)")
+
+
+@dataclass
+class Catalog:
+    """What the brain needs to understand names; read-only, loaded each turn."""
+
+    services: dict[int, dict[str, Any]]
+    masters: dict[int, str]
+    business: dict[str, Any]
+
+    def named_services(self) -> list[nlu.Named]:
+        return [nlu.Named(i, s["names"]) for i, s in self.services.items()]
+
+    def named_masters(self) -> list[nlu.Named]:
+        return [nlu.Named(i, (name, *name.split())) for i, name in self.masters.items()]
+
+
+@dataclass
+class _Turn:
+    """One turn in progress: the client's words, the memory, what the bot will say."""
+
+    turn: Turn
+    memory: Memory
+    catalog: Catalog
+    lang: nlu.Language
+    today: date
+    replies: list[Reply] = field(default_factory=list)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.memory.state
+
+    @property
+    def text(self) -> str:
+        return self.turn.text.strip()
+
+
+class OfflineBrain:
+    def __init__(
+        self,
+        tools: Tools,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Callable[[], datetime],
+        timezone: str = "Europe/Kyiv",
+        currency: str = "UAH",
+    ) -> None:
+        self.tools = tools
+        self.sessions = sessions
+        self.clock = clock
+        self.timezone = timezone
+        self.currency = currency
+
+    async def respond(self, turn: Turn) -> list[Reply]:
+        memory = await recall(self.sessions, turn.conversation_id)
+        catalog = await self._catalog()
+        t = _Turn(
+            turn,
+            memory,
+            catalog,
+            self._language(turn, memory),
+            self.clock().astimezone(catalog.business["tz"]).date(),
+        )
+        memory.state["lang"] = t.lang
+        try:
+            await self._respond(t)
+        except Exception:
+            log.exception("offline brain failed on conversation %s", turn.conversation_id)
+            t.replies = [self._handoff(t, "error", "the offline brain failed")]
+        if any(r.handoff for r in t.replies):
+            memory.state = {"lang": t.lang}
+            memory.failures = 0
+        await remember(self.sessions, memory)
+        return t.replies
+
+    # What the client wants ----------------------------------------------------------------
+
+    async def _respond(self, t: _Turn) -> None:
+        intents = nlu.detect_intents(t.text)
+        if "sensitive" in intents:
+            t.replies.append(self._handoff(t, "handoff_sensitive", "medical or legal question"))
+            return
+        if "complaint" in intents:
+            t.replies.append(self._handoff(t, "handoff_complaint", "the client complains"))
+            return
+        if "human" in intents:
+            t.replies.append(self._handoff(t, "handoff", "the client asked for a person"))
+            return
+        handled = await self._awaited(t, intents) or await self._new_request(t, intents)
+        if handled:
+            t.memory.failures = 0
+            return
+        t.memory.failures += 1
+        if t.memory.failures >= 2:
+            t.replies.append(self._handoff(t, "handoff_failed", "the bot could not help twice"))
+        else:
+            t.replies.append(self._say(t, "fallback", buttons=self._words(t, "main_buttons")))
+
+    async def _awaited(self, t: _Turn, intents: set[str]) -> bool:
+        """An answer to what the bot asked last turn."""
+        awaiting = t.state.get("awaiting")
+        phone = find_phone(t.text)
+        if phone is not None and (awaiting == "phone" or not intents):
+            await self._save_phone(t, phone)
+            return True
+        if awaiting == "confirm_cancel":
+            if "yes" in intents and "no" not in intents:
+                await self._cancel(t, int(t.state["appointment_id"]))
+                return True
+            if "no" in intents:
+                self._clear(t)
+                t.replies.append(self._say(t, "kept"))
+                return True
+        if awaiting in ("which_cancel", "which_move"):
+            picked = _pick(t.text, t.state.get("choices", []))
+            if picked is not None:
+                if awaiting == "which_cancel":
+                    self._ask_cancel(t, picked)
+                else:
+                    await self._move_this(t, picked)
+                return True
+        if awaiting == "slot":
+            picked = _pick_slot(t.text, t.state.get("offered", []), t.today)
+            if picked is not None:
+                await self._take(t, picked)
+                return True
+        if awaiting == "service" and not intents & {"cancel", "reschedule", "my_appointments"}:
+            return await self._book(t, intents, asked=True)
+        if awaiting in ("slot", "new_time") and (
+            nlu.parse_day(t.text, t.today) or nlu.parse_time(t.text) or "any_master" in intents
+        ):
+            return await self._book(t, intents)
+        return False
+
+    async def _new_request(self, t: _Turn, intents: set[str]) -> bool:
+        if "cancel" in intents:
+            await self._start_cancel(t)
+            return True
+        if "reschedule" in intents:
+            await self._start_move(t)
+            return True
+        if "my_appointments" in intents:
+            await self._list_mine(t)
+            return True
+        services = nlu.match_services(t.text, t.catalog.named_services())
+        wants_booking = "book" in intents or (
+            t.state.get("flow") == "book"
+            and (nlu.parse_day(t.text, t.today) or nlu.parse_time(t.text))
+        )
+        if "prices" in intents:
+            self._prices(t, services)
+            return True
+        if wants_booking or (services and not intents & {"hours", "address"}):
+            return await self._book(t, intents)
+        said = False
+        if "hours" in intents:
+            t.replies.append(self._say(t, "hours", hours=self._business_text(t, "hours_text")))
+            said = True
+        if "address" in intents:
+            t.replies.append(self._say(t, "address", address=self._business_text(t, "address")))
+            said = True
+        if said:
+            return True
+        if "greeting" in intents or (not t.state.get("greeted") and not t.text):
+            t.state["greeted"] = True
+            name = t.catalog.business["name"]
+            t.replies.append(
+                self._say(t, "greeting", business=name, buttons=self._words(t, "main_buttons"))
+            )
+            return True
+        if "thanks" in intents:
+            t.replies.append(self._say(t, "thanks"))
+            return True
+        if "yes" in intents and t.state.get("flow") is None:
+            # "yes" to "would you like to book?"
+            return await self._book(t, intents | {"book"})
+        return False
+
+    # Booking ------------------------------------------------------------------------------
+
+    async def _book(self, t: _Turn, intents: set[str], *, asked: bool = False) -> bool:
+        """Fill what the message says into the booking being built, then ask for what is
+        missing or offer free times."""
+        state = t.state
+        if state.get("flow") not in ("book", "move"):
+            self._clear(t)
+            state["flow"] = "book"
+        if state["flow"] == "book":
+            matches = nlu.match_services(t.text, t.catalog.named_services())
+            if matches:
+                best = matches[0][1]
+                close = [sid for sid, score in matches if best - score <= AMBIGUOUS]
+                if len(close) > 1 and state.get("service_id") not in close:
+                    state["awaiting"] = "service"
+                    self._remember_when(t)
+                    names = [self._service_name(t, sid) for sid in close]
+                    t.replies.append(self._say(t, "ask_service", buttons=names))
+                    return True
+                state["service_id"] = matches[0][0]
+            master = nlu.match_master(t.text, t.catalog.named_masters())
+            if master is not None:
+                state["master_id"] = master
+            if "any_master" in intents:
+                state["master_id"] = None
+        self._remember_when(t)
+        if state.get("service_id") is None:
+            if asked:
+                state["awaiting"] = "service"
+                t.replies.append(self._say(t, "unknown_service", buttons=self._service_buttons(t)))
+                return False  # not understood: counts towards a hand-off
+            state["awaiting"] = "service"
+            t.replies.append(self._say(t, "ask_service", buttons=self._service_buttons(t)))
+            return True
+        await self._offer(t)
+        return True
+
+    def _remember_when(self, t: _Turn) -> None:
+        day = nlu.parse_day(t.text, t.today)
+        when = nlu.parse_time(t.text)
+        if day is not None:
+            t.state["day"] = [day.first.isoformat(), day.last.isoformat()]
+        if when is not None:
+            t.state["time"] = [_hhmm(when.at), _hhmm(when.after), _hhmm(when.before)]
+
+    async def _offer(self, t: _Turn) -> None:
+        """Free times for what the client asked, or the nearest ones when that is full."""
+        state = t.state
+        service_id = int(state["service_id"])
+        master_id = state.get("master_id")
+        day = state.get("day")
+        at, after, before = [_time(v) for v in state.get("time") or (None, None, None)]
+        if at is not None:
+            after = before = at
+        query: dict[str, Any] = {"service_id": service_id, "limit": SEARCH}
+        if master_id:
+            query["master_id"] = master_id
+        if day:
+            query["date_from"], query["date_to"] = day
+        exact = {**query, "after": _hhmm(after), "before": _hhmm(before)}
+        found = await self._slots(t, {k: v for k, v in exact.items() if v is not None})
+        lead = None
+        if not found and (at or after or before):
+            # Nothing at that time: the same day(s) at any time, as close to it as can be.
+            found = await self._slots(t, query)
+            if at is not None:
+                found.sort(key=lambda s: abs(_minutes(s["time"]) - _minutes(_hhmm(at))))
+            lead = "none_then"
+        if not found and day:
+            anyday = {k: v for k, v in query.items() if k not in ("date_from", "date_to")}
+            found = await self._slots(t, anyday)
+            lead = "none_then"
+        if not found and master_id:
+            found = await self._slots(t, {"service_id": service_id, "limit": SEARCH})
+            lead = "master_busy"
+            state["master_id"] = None
+        service = self._service_name(t, service_id)
+        if not found:
+            t.replies.append(self._handoff(t, "no_slots", "no free time", service=service))
+            return
+        if at is not None and lead is None and state["flow"] == "book" and len(day or []) == 2:
+            # A day and an exact time that are free: book it, as a person at the desk would.
+            await self._take(t, found[0])
+            return
+        offered = _spread(found, OFFER)
+        several = len({s["master_id"] for s in offered}) > 1
+        for slot in offered:
+            slot["label"] = self._slot_label(t, slot, with_master=several)
+        state["offered"] = [
+            {"label": s["label"], "start": s["start"], "master_id": s["master_id"]} for s in offered
+        ]
+        state["awaiting"] = "slot"
+        listed = "\n".join(self._words(t, "slot_line").format(label=s["label"]) for s in offered)
+        master_part = ""
+        if not several and offered[0].get("master"):
+            master_part = self._words(t, "offer_master").format(master=offered[0]["master"])
+        parts = []
+        if lead == "none_then":
+            parts.append(self._words(t, "none_then").format(service=service))
+        elif lead == "master_busy":
+            master = t.catalog.masters.get(int(master_id), "")
+            parts.append(self._words(t, "master_busy").format(master=master, service=service))
+        parts.append(
+            self._words(t, "offer_slots").format(service=service, master=master_part, list=listed)
+        )
+        t.replies.append(Reply(text="\n".join(parts), quick_replies=[s["label"] for s in offered]))
+
+    async def _slots(self, t: _Turn, query: dict[str, Any]) -> list[dict[str, Any]]:
+        result = await self._tool(t, "find_slots", query)
+        return list(result.data.get("slots", [])) if result.ok else []
+
+    async def _take(self, t: _Turn, slot: dict[str, Any]) -> None:
+        """Book (or move to) the time the client picked."""
+        state = t.state
+        if state.get("flow") == "move":
+            args = {"appointment_id": state["appointment_id"], "start": slot["start"]}
+            if slot.get("master_id"):
+                args["master_id"] = slot["master_id"]
+            result = await self._tool(t, "reschedule", args)
+            key, data_key = "moved", "moved"
+        else:
+            args = {"service_id": state["service_id"], "start": slot["start"]}
+            if slot.get("master_id"):
+                args["master_id"] = slot["master_id"]
+            result = await self._tool(t, "book", args)
+            key, data_key = "booked", "booked"
+        if not result.ok:
+            alternatives = result.data.get("alternatives") or []
+            if alternatives:
+                t.replies.append(self._say(t, "slot_taken"))
+                state.pop("day", None)
+                state.pop("time", None)
+                await self._offer(t)
+                return
+            t.replies.append(self._handoff(t, "error", f"{key} failed: {result.error}"))
+            return
+        done = result.data[data_key]
+        self._clear(t)
+        t.replies.append(
+            self._say(
+                t,
+                key,
+                service=done["service"],
+                weekday=self._weekday(t, done["weekday"]),
+                date=_day_month(done["date"]),
+                time=done["time"],
+                master=done["master"],
+                price=_money(done["price"]),
+                currency=done["currency"],
+                address=self._address_part(t, result.data.get("address", "")),
+            )
+        )
+        if key == "booked" and not result.data.get("client_has_phone"):
+            t.state["awaiting"] = "phone"
+            t.replies.append(self._say(t, "ask_phone"))
+
+    # Their appointments -------------------------------------------------------------------
+
+    async def _mine(self, t: _Turn) -> list[dict[str, Any]]:
+        result = await self._tool(t, "my_appointments", {})
+        return list(result.data.get("appointments", [])) if result.ok else []
+
+    async def _list_mine(self, t: _Turn) -> None:
+        mine = await self._mine(t)
+        self._clear(t)
+        if not mine:
+            t.replies.append(self._say(t, "my_none", buttons=self._words(t, "main_buttons")[:1]))
+            return
+        lines = "\n".join(self._appointment_text(t, a, "appointment_line") for a in mine)
+        t.replies.append(self._say(t, "my_list", list=lines))
+
+    async def _start_cancel(self, t: _Turn) -> None:
+        mine = await self._mine(t)
+        self._clear(t)
+        if not mine:
+            t.replies.append(self._say(t, "my_none"))
+        elif len(mine) == 1:
+            self._ask_cancel(t, mine[0])
+        else:
+            self._ask_which(t, mine, "which_cancel")
+
+    def _ask_cancel(self, t: _Turn, appointment: dict[str, Any]) -> None:
+        t.state.update(flow="cancel", awaiting="confirm_cancel", appointment_id=appointment["id"])
+        t.replies.append(
+            self._say(
+                t,
+                "confirm_cancel",
+                appointment=self._appointment_text(t, appointment, "appointment_label"),
+                buttons=self._words(t, "yes_no"),
+            )
+        )
+
+    async def _cancel(self, t: _Turn, appointment_id: int) -> None:
+        result = await self._tool(t, "cancel", {"appointment_id": appointment_id})
+        self._clear(t)
+        if result.ok:
+            t.replies.append(self._say(t, "cancelled"))
+        else:
+            t.replies.append(self._handoff(t, "error", f"cancel failed: {result.error}"))
+
+    async def _start_move(self, t: _Turn) -> None:
+        mine = await self._mine(t)
+        self._clear(t)
+        if not mine:
+            t.replies.append(self._say(t, "my_none"))
+        elif len(mine) == 1:
+            await self._move_this(t, mine[0])
+        else:
+            self._remember_when(t)
+            self._ask_which(t, mine, "which_move")
+
+    async def _move_this(self, t: _Turn, appointment: dict[str, Any]) -> None:
+        t.state.update(
+            flow="move",
+            appointment_id=appointment["id"],
+            service_id=appointment["service_id"],
+            master_id=appointment["master_id"],
+        )
+        self._remember_when(t)
+        if t.state.get("day") or t.state.get("time"):
+            await self._offer(t)
+            return
+        t.state["awaiting"] = "new_time"
+        t.replies.append(self._say(t, "ask_new_time", service=appointment["service"]))
+
+    def _ask_which(self, t: _Turn, mine: list[dict[str, Any]], key: str) -> None:
+        choices = [
+            {"label": self._appointment_text(t, a, "appointment_label")[:64], **a} for a in mine
+        ]
+        t.state.update(awaiting=key, choices=choices)
+        t.replies.append(self._say(t, key, buttons=[c["label"] for c in choices]))
+
+    # Other answers ------------------------------------------------------------------------
+
+    def _prices(self, t: _Turn, services: list[tuple[int, float]]) -> None:
+        catalog = t.catalog.services
+        if services:
+            best = services[0][1]
+            ids = [sid for sid, score in services if best - score <= AMBIGUOUS]
+            lines = []
+            for sid in ids:
+                s = catalog[sid]
+                lines.append(
+                    self._words(t, "price_one" if len(ids) == 1 else "price_line").format(
+                        service=self._service_name(t, sid),
+                        price=_money(s["price"]),
+                        currency=self.currency_of(t),
+                        duration=s["duration"],
+                    )
+                )
+            if len(ids) > 1:
+                lines.insert(0, self._words(t, "prices_header"))
+            t.state.update(flow="book", service_id=ids[0] if len(ids) == 1 else None)
+        else:
+            lines = [self._words(t, "prices_header")]
+            for sid, s in catalog.items():
+                lines.append(
+                    self._words(t, "price_line").format(
+                        service=self._service_name(t, sid),
+                        price=_money(s["price"]),
+                        currency=self.currency_of(t),
+                        duration=s["duration"],
+                    )
+                )
+        lines.append(self._words(t, "prices_more"))
+        t.replies.append(
+            Reply(text="\n".join(lines), quick_replies=self._words(t, "main_buttons")[:1])
+        )
+
+    async def _save_phone(self, t: _Turn, phone: str) -> None:
+        result = await self._tool(t, "update_contact", {"phone": phone})
+        if t.state.get("awaiting") == "phone":
+            t.state.pop("awaiting")
+        t.replies.append(self._say(t, "phone_saved" if result.ok else "bad_phone"))
+
+    # Helpers ------------------------------------------------------------------------------
+
+    async def _tool(self, t: _Turn, name: str, args: dict[str, Any]) -> ToolResult:
+        ctx = ToolContext(t.turn.conversation_id, t.lang)
+        result = await self.tools.call(name, args, ctx)
+        if not result.ok:
+            log.info("tool %s refused: %s", name, result.error)
+        return result
+
+    def _handoff(self, t: _Turn, key: str, reason: str, **values: Any) -> Reply:
+        return Reply(
+            text=self._words(t, key).format(**values),
+            handoff=True,
+            handoff_reason=reason,
+        )
+
+    def _say(self, t: _Turn, key: str, *, buttons: Sequence[str] = (), **values: Any) -> Reply:
+        return Reply(text=self._words(t, key).format(**values), quick_replies=list(buttons))
+
+    def _words(self, t: _Turn, key: str) -> Any:
+        return load_json("offline/replies.json")[t.lang][key]
+
+    def _clear(self, t: _Turn) -> None:
+        keep = {k: t.state[k] for k in ("lang", "greeted") if k in t.state}
+        t.state.clear()
+        t.state.update(keep)
+
+    def _language(self, turn: Turn, memory: Memory) -> nlu.Language:
+        known = memory.state.get("lang") or turn.language
+        default: nlu.Language = known if known in ("uk", "en", "ru") else "uk"  # type: ignore[assignment]
+        words = re.findall(r"[^\W\d_]{2,}", turn.text)
+        if known and len(words) < 2:
+            return default  # "ok", "15:30", a button: no reason to switch language
+        return nlu.detect_language(turn.text, default=default)
+
+    async def _catalog(self) -> Catalog:
+        async with self.sessions() as session:
+            business = await get_business(session, timezone=self.timezone, currency=self.currency)
+            services = await list_services(session)
+            masters = await list_masters(session)
+        offered = {o.service_id for card in masters for o in card.offers}
+        return Catalog(
+            services={
+                s.id: {  # type: ignore[misc]
+                    "names": tuple(n for n in (s.name_uk, s.name_en, s.name_ru) if n),
+                    "uk": s.name_uk,
+                    "en": s.name_en,
+                    "ru": s.name_ru or s.name_uk,
+                    "price": s.price_minor / 100,
+                    "duration": s.duration_min,
+                }
+                for s in services
+                if s.id in offered
+            },
+            masters={card.staff.id: card.staff.name for card in masters},  # type: ignore[misc]
+            business={
+                "name": business.name,
+                "tz": ZoneInfo(business.timezone),
+                "currency": business.currency,
+                "address": business.address or {},
+                "hours_text": business.hours_text or {},
+            },
+        )
+
+    def _address_part(self, t: _Turn, address: str) -> str:
+        return self._words(t, "address_part").format(address=address) if address else ""
+
+    def currency_of(self, t: _Turn) -> str:
+        return str(t.catalog.business["currency"])
+
+    def _business_text(self, t: _Turn, key: str) -> str:
+        texts = t.catalog.business[key]
+        return str(texts.get(t.lang) or texts.get("uk") or "—")
+
+    def _service_name(self, t: _Turn, service_id: int) -> str:
+        return str(t.catalog.services[service_id][t.lang])
+
+    def _service_buttons(self, t: _Turn) -> list[str]:
+        return [self._service_name(t, sid)[:64] for sid in list(t.catalog.services)[:8]]
+
+    def _weekday(self, t: _Turn, weekday: int) -> str:
+        return str(self._words(t, "weekdays")[weekday])
+
+    def _slot_label(self, t: _Turn, slot: dict[str, Any], *, with_master: bool) -> str:
+        key = "slot_label_master" if with_master and slot.get("master") else "slot_label"
+        return self._words(t, key).format(
+            weekday=self._weekday(t, slot["weekday"]),
+            day=_day_month(slot["date"]),
+            time=slot["time"],
+            master=(slot.get("master") or "").split()[0] if slot.get("master") else "",
+        )[:64]
+
+    def _appointment_text(self, t: _Turn, a: dict[str, Any], key: str) -> str:
+        return self._words(t, key).format(
+            weekday=self._weekday(t, a["weekday"]),
+            date=_day_month(a["date"]),
+            time=a["time"],
+            service=a["service"],
+            master=a["master"],
+        )
+
+
+# Pure helpers -----------------------------------------------------------------------------
+
+
+def find_phone(text: str, region: str = "UA") -> str | None:
+    """A phone number written in a message, as E.164."""
+    for match in PHONE.finditer(text):
+        phone = normalize_phone(match.group(0), region)
+        if phone is not None:
+            return phone
+    return None
+
+
+def _pick(text: str, choices: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The choice whose label the client sent (a button), or its number in the list."""
+    said = nlu.normalize(text)
+    for choice in choices:
+        if nlu.normalize(choice["label"]) == said:
+            return choice
+    if said.isdigit() and 1 <= int(said) <= len(choices):
+        return choices[int(said) - 1]
+    return None
+
+
+def _pick_slot(text: str, offered: Sequence[dict[str, Any]], today: date) -> dict[str, Any] | None:
+    """An offered time the client chose: its button, its number, or its time ("15:30", "о 3")
+    on the day they name, or the only day it was offered on."""
+    chosen = _pick(text, offered)
+    if chosen is not None:
+        return chosen
+    when = nlu.parse_time(text)
+    if when is None or when.at is None:
+        return None
+    at = when.at.strftime("%H:%M")
+    same = [s for s in offered if s["start"][11:16] == at]
+    day = nlu.parse_day(text, today)
+    if day is not None:
+        same = [s for s in same if day.first.isoformat() <= s["start"][:10] <= day.last.isoformat()]
+    return same[0] if len({s["start"][:10] for s in same}) == 1 else None
+
+
+def _spread(slots: Sequence[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """Up to `count` times in the order given, at least SPREAD apart where there are enough,
+    so the client sees a real choice rather than 10:00, 10:15, 10:30…"""
+    distinct = list({s["start"]: s for s in slots}.values())
+    chosen: list[dict[str, Any]] = []
+    for slot in distinct:
+        start = datetime.fromisoformat(slot["start"])
+        if all(abs(datetime.fromisoformat(c["start"]) - start) >= SPREAD for c in chosen):
+            chosen.append(dict(slot))
+        if len(chosen) == count:
+            break
+    for slot in distinct:  # too few far apart: fill up with the nearest others
+        if len(chosen) == count:
+            break
+        if all(c["start"] != slot["start"] for c in chosen):
+            chosen.append(dict(slot))
+    return sorted(chosen, key=lambda s: s["start"])
+
+
+def _hhmm(value: time | None) -> str | None:
+    return value.strftime("%H:%M") if value else None
+
+
+def _time(value: str | None) -> time | None:
+    return time.fromisoformat(value) if value else None
+
+
+def _minutes(hhmm: str | None) -> int:
+    if not hhmm:
+        return 0
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+def _day_month(iso_date: str) -> str:
+    return f"{iso_date[8:10]}.{iso_date[5:7]}"
+
+
+def _money(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.2f}"

@@ -1,0 +1,48 @@
+"""The bot's memory of a conversation: the dialogue state and the failures in a row, kept in
+the database so a restart mid-dialogue continues where it was."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from crm_store.db import transaction
+from crm_store.models import BotState
+from crm_store.timeutil import utcnow
+
+
+@dataclass
+class Memory:
+    conversation_id: int
+    state: dict[str, Any] = field(default_factory=dict)
+    failures: int = 0
+
+
+async def recall(sessions: async_sessionmaker[AsyncSession], conversation_id: int) -> Memory:
+    async with sessions() as session:
+        row = await session.get(BotState, conversation_id)
+    if row is None:
+        return Memory(conversation_id)
+    return Memory(conversation_id, dict(row.state or {}), row.failures)
+
+
+async def remember(sessions: async_sessionmaker[AsyncSession], memory: Memory) -> None:
+    async with transaction(sessions) as session:
+        row = await session.get(BotState, memory.conversation_id)
+        if row is None:
+            row = BotState(conversation_id=memory.conversation_id)
+        row.state = memory.state
+        row.failures = memory.failures
+        row.updated_at = utcnow()
+        session.add(row)
+
+
+async def forget(sessions: async_sessionmaker[AsyncSession], conversation_id: int) -> None:
+    """A conversation given back to the bot starts its dialogue afresh."""
+    async with transaction(sessions) as session:
+        row = await session.get(BotState, conversation_id)
+        if row is not None:
+            await session.delete(row)
