@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bots.base import Responder, Turn
 from crm_store.models import Client, Conversation
+from hub import metrics
 from hub.bus import EVENTS_STREAM, Bus, Entry, PermanentError
 from hub.consumer import StreamConsumer
 from hub.handoff import hand_off
@@ -49,6 +50,10 @@ class BotWorker:
         message = event.get("message") or {}
         if event.get("type") != "message" or message.get("direction") != "in":
             return
+        if event.get("conversation_status", "bot") != "bot":
+            # Written while staff had the chat: theirs to answer, even if the bot has it back
+            # by the time this event is read.
+            return
         async with self.sessions() as session:
             conversation = await session.get(Conversation, int(event["conversation_id"]))
             if conversation is None or conversation.status != "bot":
@@ -62,7 +67,8 @@ class BotWorker:
             text=message.get("text", ""),
             language=client.language if client else None,
         )
-        replies = await self.responder.respond(turn)
+        with metrics.BOT_TURN_SECONDS.time():
+            replies = await self.responder.respond(turn)
         for n, reply in enumerate(replies):
             try:
                 await send_reply(
@@ -79,9 +85,11 @@ class BotWorker:
                 return
         handoff = next((r for r in replies if r.handoff), None)
         if handoff is not None:
-            await hand_off(
+            handed = await hand_off(
                 self.sessions,
                 self.bus,
                 turn.conversation_id,
                 reason=handoff.handoff_reason or "the bot asked for a person",
             )
+            if handed:
+                metrics.HANDOFFS.inc()

@@ -34,6 +34,15 @@ STREAM_LAG = Gauge(
     ["stream", "group"],
     registry=REGISTRY,
 )
+BOT_TURN_SECONDS = Histogram(
+    "hub_bot_turn_seconds",
+    "The AI administrator's time to answer one client message (the model's time included)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+HANDOFFS = Counter(
+    "hub_bot_handoffs_total", "Conversations the bot handed to staff", registry=REGISTRY
+)
 DEAD_LETTERS = Gauge("hub_dead_letters", "Entries in the dead-letter stream", registry=REGISTRY)
 
 

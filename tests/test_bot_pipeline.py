@@ -117,6 +117,16 @@ async def test_hand_off_silence_and_give_back(settings, redis) -> None:
                 b for b in bodies if b["type"] == "conversation"
             ).items()
 
+            async with staff.get(f"{running.base_url}/metrics") as r:
+                exposition = await r.text()
+            handoffs = next(
+                line
+                for line in exposition.splitlines()
+                if line.startswith("hub_bot_handoffs_total")
+            )
+            assert float(handoffs.split()[-1]) >= 1
+            assert "hub_bot_turn_seconds_count" in exposition
+
             # While staff have it, the bot says nothing.
             await visitor.ws.send_json({"type": "message", "text": "Скільки коштує манікюр?"})
             frame = await next_frame(visitor.ws)

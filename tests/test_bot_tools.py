@@ -1,0 +1,227 @@
+"""The bot's tools: typed, acting only for the conversation's client, refusing with results."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+
+from bots.tools import ToolContext, Tools
+from crm_store.appointments import Author, book
+from crm_store.db import transaction
+from crm_store.models import (
+    Appointment,
+    AuditEntry,
+    ChannelIdentity,
+    Client,
+    Conversation,
+    Message,
+)
+from tests.salon import RULES, Salon, build_salon, kyiv
+
+NOW = kyiv("2027-03-01 09:00")
+
+
+async def chat_of_a_stranger(sessions, chat: str = "v1", name: str = "Visitor") -> tuple[int, int]:
+    """A web chat visitor the salon doesn't know yet: (conversation id, client id)."""
+    async with transaction(sessions) as session:
+        stranger = Client(name=name)
+        session.add(stranger)
+        await session.flush()
+        session.add(
+            ChannelIdentity(
+                client_id=stranger.id, channel="webchat", inbox="site", external_id=chat
+            )
+        )
+        conversation = Conversation(
+            client_id=stranger.id, channel="webchat", inbox="site", chat_id=chat
+        )
+        session.add(conversation)
+        await session.flush()
+        session.add(
+            Message(
+                public_id=f"m-{chat}",
+                conversation_id=conversation.id,
+                client_id=stranger.id,
+                channel="webchat",
+                inbox="site",
+                direction="in",
+                author="client",
+                text="hi",
+            )
+        )
+        return conversation.id, stranger.id  # type: ignore[return-value]
+
+
+async def booked_for(sessions, salon: Salon, client_id: int, when: str) -> int:
+    async with transaction(sessions) as session:
+        appointment = await book(
+            session,
+            client_id=client_id,
+            service_id=salon.manicure,
+            master_id=salon.olena,
+            start=kyiv(when),
+            rules=RULES,
+            now=NOW,
+            author=Author("staff"),
+        )
+        return appointment.id  # type: ignore[return-value]
+
+
+async def test_specs_are_openai_functions_without_noise(sessions) -> None:
+    specs = Tools(sessions, clock=lambda: NOW).specs()
+    names = [s["function"]["name"] for s in specs]
+    assert names == [
+        "list_services",
+        "find_slots",
+        "book",
+        "my_appointments",
+        "reschedule",
+        "cancel",
+        "update_contact",
+        "handoff",
+    ]
+    find = next(s["function"] for s in specs if s["function"]["name"] == "find_slots")
+    assert find["parameters"]["required"] == ["service_id"]
+    assert "title" not in find["parameters"]["properties"]["service_id"]
+    assert find["description"].startswith("Free start times")
+
+
+async def test_bad_arguments_and_unknown_tools_are_results_not_exceptions(sessions) -> None:
+    salon = await build_salon(sessions)
+    conversation, _ = await chat_of_a_stranger(sessions)
+    tools, ctx = Tools(sessions, clock=lambda: NOW), ToolContext(conversation, "en")
+    cases = [
+        ("teleport", {}, "unknown tool"),
+        ("book", "{not json", "not JSON"),
+        ("book", {"service_id": "many", "start": "2027-03-02T15:00"}, "service_id"),
+        ("book", {"service_id": salon.manicure}, "start"),
+        ("book", {"service_id": salon.manicure, "start": "soon", "x": 1}, "invalid arguments"),
+        ("find_slots", {"service_id": 9999}, "no service with id 9999"),
+        ("find_slots", {"service_id": salon.manicure, "master_id": 9999}, "no master"),
+        ("update_contact", {}, "give a name or a phone"),
+        ("update_contact", {"phone": "12345"}, "not a valid phone number"),
+        ("cancel", {"appointment_id": 9999}, "no upcoming appointment 9999"),
+    ]
+    for name, args, error in cases:
+        result = await tools.call(name, args, ctx)
+        assert not result.ok and error in (result.error or ""), (name, args, result)
+        assert '"ok": false' in result.to_json()
+    refused = await tools.call(
+        "book", {"service_id": salon.manicure, "start": "2027-03-01T09:30"}, ctx
+    )
+    assert refused.data["reason"] == "too_soon"  # within the 60-minute lead
+    assert refused.data["alternatives"][0]["start"] == "2027-03-01T10:00"
+    async with sessions() as session:
+        assert (await session.exec(select(Appointment))).all() == []
+
+
+async def test_another_clients_appointment_is_out_of_reach(sessions) -> None:
+    salon = await build_salon(sessions)
+    conversation, stranger = await chat_of_a_stranger(sessions)
+    theirs = await booked_for(sessions, salon, salon.client, "2027-03-03 11:00")
+    mine = await booked_for(sessions, salon, stranger, "2027-03-04 11:00")
+    tools, ctx = Tools(sessions, clock=lambda: NOW), ToolContext(conversation, "uk")
+
+    listed = await tools.call("my_appointments", {}, ctx)
+    assert [a["id"] for a in listed.data["appointments"]] == [mine]
+    for name, args in (
+        ("cancel", {"appointment_id": theirs}),
+        ("reschedule", {"appointment_id": theirs, "start": "2027-03-05T12:00"}),
+    ):
+        result = await tools.call(name, args, ctx)
+        assert not result.ok and f"no upcoming appointment {theirs}" in (result.error or "")
+    moved = await tools.call(
+        "reschedule", {"appointment_id": mine, "start": "2027-03-05T12:00"}, ctx
+    )
+    assert moved.ok and moved.data["moved"]["time"] == "12:00"
+    cancelled = await tools.call("cancel", {"appointment_id": mine}, ctx)
+    assert cancelled.ok
+    async with sessions() as session:
+        their_row = await session.get(Appointment, theirs)
+        my_row = await session.get(Appointment, mine)
+        entries = (await session.exec(select(AuditEntry).where(AuditEntry.actor == "bot"))).all()
+    assert their_row is not None and their_row.status == "booked"
+    assert my_row is not None and my_row.status == "cancelled"
+    assert [(e.entity_id, e.action) for e in entries] == [(mine, "reschedule"), (mine, "cancelled")]
+
+
+async def test_a_phone_given_in_chat_links_the_card_the_salon_already_has(sessions) -> None:
+    salon = await build_salon(sessions)  # its client has +380671234567
+    conversation, stranger = await chat_of_a_stranger(sessions)
+    known = await booked_for(sessions, salon, salon.client, "2027-03-03 11:00")
+    tools, ctx = Tools(sessions, clock=lambda: NOW), ToolContext(conversation, "uk")
+
+    result = await tools.call("update_contact", {"name": "Оксана", "phone": "067 123 45 67"}, ctx)
+    assert result.ok and result.data["linked_to_existing_card"] is True
+    # Now the chat is the known client's: their appointment is theirs to see.
+    listed = await tools.call("my_appointments", {}, ctx)
+    assert [a["id"] for a in listed.data["appointments"]] == [known]
+    async with sessions() as session:
+        conv = await session.get(Conversation, conversation)
+        visitor = await session.get(Client, stranger)
+        card = await session.get(Client, salon.client)
+        identities = (
+            await session.exec(
+                select(ChannelIdentity).where(ChannelIdentity.client_id == salon.client)
+            )
+        ).all()
+        messages = (await session.exec(select(Message))).all()
+        entries = (
+            await session.exec(
+                select(AuditEntry.entity_id, AuditEntry.action)
+                .where(AuditEntry.entity == "client")
+                .order_by(col(AuditEntry.id))
+            )
+        ).all()
+    assert conv is not None and conv.client_id == salon.client
+    assert visitor is not None and visitor.merged_into_id == salon.client
+    assert card is not None and card.name == "Oksana"  # the salon's spelling stays
+    assert [i.external_id for i in identities] == ["v1"]  # the visitor's chat, now theirs
+    assert all(m.client_id == salon.client for m in messages)
+    assert (salon.client, "merged_in") in entries and (stranger, "merged_into") in entries
+
+    # A new number for a card of its own is simply saved.
+    conversation2, _ = await chat_of_a_stranger(sessions, "v2", "Visitor 2")
+    saved = await tools.call(
+        "update_contact", {"phone": "+380 50 999 88 77"}, ToolContext(conversation2)
+    )
+    assert saved.ok and saved.data == {
+        "name": "Visitor 2",
+        "phone": "+380509998877",
+        "linked_to_existing_card": False,
+    }
+
+
+async def test_find_slots_keeps_to_the_client_window_and_the_times_asked(sessions) -> None:
+    salon = await build_salon(sessions)
+    conversation, _ = await chat_of_a_stranger(sessions)
+    tools, ctx = Tools(sessions, clock=lambda: NOW), ToolContext(conversation, "en")
+    result = await tools.call(
+        "find_slots",
+        {"service_id": salon.manicure, "master_id": salon.olena, "limit": 3},
+        ctx,
+    )
+    assert [s["start"] for s in result.data["slots"]] == [
+        "2027-03-01T10:00",
+        "2027-03-01T10:15",
+        "2027-03-01T10:30",
+    ]
+    assert result.data["service"] == "Gel manicure" and result.data["more"] > 0
+    evening = await tools.call(
+        "find_slots",
+        {
+            "service_id": salon.manicure,
+            "master_id": salon.olena,
+            "date_from": "2027-03-02",
+            "date_to": "2027-03-02",
+            "after": "17:00",
+            "before": "17:30",
+        },
+        ctx,
+    )
+    assert [s["time"] for s in evening.data["slots"]] == ["17:00", "17:15", "17:30"]
+    far = await tools.call(
+        "find_slots", {"service_id": salon.manicure, "date_from": "2027-06-01"}, ctx
+    )
+    assert far.ok and far.data["slots"] == []  # beyond the 60-day horizon
+    handed = await tools.call("handoff", {"reason": "asks about allergies"}, ctx)
+    assert handed.ok and handed.handoff == "asks about allergies"
