@@ -26,6 +26,9 @@ class ChannelContext(Protocol):
     async def report(self, status: DeliveryStatus) -> None:
         """A delivery receipt (delivered, read, failed) that arrived after `send`."""
 
+    async def unreachable(self, channel: str, inbox: str, external_id: str, reason: str) -> None:
+        """The person blocked the bot or unsubscribed (known outside a send: an event)."""
+
     async def history(self, channel: str, inbox: str, chat_id: str) -> list[dict[str, Any]]:
         """The latest messages of a chat as frames (id, direction, text, at), oldest first."""
 
@@ -41,6 +44,17 @@ class Route:
     method: str
     path: str
     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    name: str | None = None
+
+
+class AttachmentUnavailable(Exception):
+    """The channel can't fetch that file (unknown reference, expired, too large)."""
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    content: bytes
+    mime_type: str | None = None
     name: str | None = None
 
 
@@ -64,6 +78,11 @@ class Channel(ABC):
     def routes(self) -> list[Route]:
         """HTTP routes the channel serves (webhooks under /webhooks/<channel>/<inbox>)."""
         return []
+
+    async def fetch_attachment(self, inbox: str, ref: str) -> FetchedFile:
+        """The file behind an inbound attachment's provider reference (a Telegram file id),
+        for staff to download through the hub."""
+        raise AttachmentUnavailable(f"{self.name} attachments can't be fetched")
 
     @abstractmethod
     async def send(self, msg: OutboundMessage) -> DeliveryStatus:

@@ -16,7 +16,9 @@ from crm_store.timeutil import utcnow
 
 OPEN_STATUSES = ("bot", "waiting", "human")
 STATUSES = (*OPEN_STATUSES, "closed")
-DELIVERY_RANK = {"queued": 0, "failed": 1, "sent": 2, "delivered": 3, "read": 4}
+# A receipt only moves a message forward: a late `sent` never hides `read`, while a later
+# "undelivered" receipt does turn `sent` into `failed`.
+DELIVERY_RANK = {"queued": 0, "sent": 1, "failed": 2, "delivered": 3, "read": 4}
 
 
 @dataclass
@@ -213,20 +215,43 @@ async def message_by_public_id(session: AsyncSession, public_id: str) -> Message
     return (await session.exec(select(Message).where(Message.public_id == public_id))).first()
 
 
+async def outbound_by_provider_id(
+    session: AsyncSession, channel: str, provider_message_id: str
+) -> Message | None:
+    return (
+        await session.exec(
+            select(Message).where(
+                Message.channel == channel,
+                Message.provider_message_id == provider_message_id,
+                Message.direction == "out",
+            )
+        )
+    ).first()
+
+
 async def set_delivery(
     session: AsyncSession,
     *,
-    public_id: str,
+    public_id: str | None = None,
+    channel: str | None = None,
     status: str,
     provider_message_id: str | None = None,
     error: str | None = None,
     attempts: int | None = None,
+    segments: int | None = None,
     now: datetime | None = None,
 ) -> Message | None:
-    """Move an outbound message forward; a late `sent` never overwrites `read`."""
-    message = await message_by_public_id(session, public_id)
+    """Move an outbound message forward, found by our id or by the provider's."""
+    if public_id is not None:
+        message = await message_by_public_id(session, public_id)
+    elif channel is not None and provider_message_id is not None:
+        message = await outbound_by_provider_id(session, channel, provider_message_id)
+    else:
+        raise ValueError("set_delivery needs public_id, or channel and provider_message_id")
     if message is None:
         return None
+    if segments is not None:
+        message.segments = segments
     if DELIVERY_RANK.get(status, 0) < DELIVERY_RANK.get(message.status, 0):
         return message
     message.status = status

@@ -24,6 +24,7 @@ class Hints:
     phone: str | None = None
     email: str | None = None
     language: str | None = None
+    source: str | None = None
 
 
 @dataclass
@@ -57,6 +58,10 @@ async def resolve_client(
         )
     ).first()
     if identity is not None:
+        if identity.unreachable_at is not None:
+            # They wrote again: they unblocked the bot or subscribed back.
+            identity.unreachable_at = None
+            identity.unreachable_reason = None
         client = await _live_client(session, identity.client_id)
         if client.id != identity.client_id:
             identity.client_id = client.id  # type: ignore[assignment]
@@ -72,6 +77,7 @@ async def resolve_client(
             email=email,
             language=hints.language,
             source_channel=channel,
+            source_ref=hints.source,
             first_contact_at=at,
             last_contact_at=at,
         )
@@ -83,7 +89,13 @@ async def resolve_client(
             entity="client",
             entity_id=client.id,  # type: ignore[arg-type]
             action="created",
-            changes={"name": client.name, "phone": phone, "email": email, "source": channel},
+            changes={
+                "name": client.name,
+                "phone": phone,
+                "email": email,
+                "source": channel,
+                "source_ref": hints.source,
+            },
         )
     else:
         await _fill_gaps(session, client, hints, phone, email)
@@ -155,6 +167,9 @@ async def _fill_gaps(
     if not client.email and email:
         client.email = email
         changes["email"] = email
+    if not client.source_ref and hints.source:
+        client.source_ref = hints.source
+        changes["source_ref"] = hints.source
     if not client.language and hints.language:
         client.language = hints.language
         changes["language"] = hints.language
@@ -167,3 +182,74 @@ async def _fill_gaps(
             action="updated_from_channel",
             changes=changes,
         )
+
+
+async def identity_of(
+    session: AsyncSession, channel: str, inbox: str, external_id: str
+) -> ChannelIdentity | None:
+    return (
+        await session.exec(
+            select(ChannelIdentity).where(
+                ChannelIdentity.channel == channel,
+                ChannelIdentity.inbox == inbox,
+                ChannelIdentity.external_id == external_id,
+            )
+        )
+    ).first()
+
+
+async def mark_unreachable(
+    session: AsyncSession,
+    *,
+    channel: str,
+    inbox: str,
+    external_id: str,
+    reason: str,
+    at: datetime,
+) -> ChannelIdentity | None:
+    """The person blocked the bot or unsubscribed: nothing automatic goes to them there."""
+    identity = await identity_of(session, channel, inbox, external_id)
+    if identity is None or identity.unreachable_at is not None:
+        return identity
+    identity.unreachable_at = at
+    identity.unreachable_reason = reason[:200]
+    session.add(identity)
+    audit.record(
+        session,
+        actor="client",
+        entity="client",
+        entity_id=identity.client_id,
+        action="unreachable",
+        changes={"channel": channel, "inbox": inbox, "reason": reason[:200]},
+    )
+    await session.flush()
+    return identity
+
+
+async def set_consent(
+    session: AsyncSession,
+    *,
+    channel: str,
+    inbox: str,
+    external_id: str,
+    granted: bool,
+    reason: str,
+) -> Client | None:
+    """The client opted in or out of marketing messages (SMS START/STOP)."""
+    identity = await identity_of(session, channel, inbox, external_id)
+    if identity is None:
+        return None
+    client = await _live_client(session, identity.client_id)
+    if client.marketing_consent != granted:
+        audit.record(
+            session,
+            actor="client",
+            entity="client",
+            entity_id=client.id,  # type: ignore[arg-type]
+            action="consent",
+            changes={"marketing_consent": [client.marketing_consent, granted], "via": reason},
+        )
+        client.marketing_consent = granted
+        session.add(client)
+        await session.flush()
+    return client

@@ -65,6 +65,8 @@ class Client(SQLModel, table=True):
     marketing_consent: bool = Field(default=False)
     last_visit_at: datetime | None = _ts()
     merged_into_id: int | None = Field(default=None, foreign_key="clients.id")
+    # What brought the client, beyond the channel: an ad's /start payload, a campaign tag.
+    source_ref: str | None = Field(default=None, max_length=64)
     created_at: datetime = _ts_now()
 
 
@@ -79,6 +81,9 @@ class ChannelIdentity(SQLModel, table=True):
     external_id: str = Field(max_length=200)
     username: str | None = Field(default=None, max_length=200)
     display_name: str | None = Field(default=None, max_length=200)
+    # Set when the person blocked the bot or unsubscribed; cleared when they write again.
+    unreachable_at: datetime | None = _ts()
+    unreachable_reason: str | None = Field(default=None, max_length=200)
     created_at: datetime = _ts_now()
 
 
@@ -130,6 +135,8 @@ class Message(SQLModel, table=True):
     status: str = Field(default="received", max_length=10)
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     attempts: int = Field(default=0)
+    # SMS parts the provider billed (the owner's SMS cost); None on other channels.
+    segments: int | None = Field(default=None)
     sent_at: datetime | None = _ts()
     created_at: datetime = _ts_now()
     status_at: datetime | None = _ts()

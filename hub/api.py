@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from channels.base import AttachmentUnavailable
 from crm_store.conversations import STATUSES, conversation_messages, list_conversations
 from crm_store.db import transaction
 from crm_store.models import Client, Conversation, Staff
@@ -153,6 +155,29 @@ async def _move(request: web.Request, action: Any) -> web.Response:
         raise refuse(web.HTTPNotFound if missing else web.HTTPConflict, str(exc)) from None
     return web.json_response(
         {"id": conversation.id, "status": conversation.status, "assignee_id": None}
+    )
+
+
+@routes.get("/api/attachments/{channel}/{inbox}/{ref}")
+async def attachment(request: web.Request) -> web.StreamResponse:
+    """A client's file (photo, document, voice) fetched from the provider for staff."""
+    hub = hub_of(request)
+    channel = hub.channels.get(request.match_info["channel"])
+    if channel is None:
+        raise refuse(web.HTTPNotFound, "no such channel")
+    try:
+        fetched = await channel.fetch_attachment(
+            request.match_info["inbox"], request.match_info["ref"]
+        )
+    except AttachmentUnavailable as exc:
+        raise refuse(web.HTTPNotFound, str(exc)) from None
+    headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
+    if fetched.name:
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(fetched.name)}"
+    return web.Response(
+        body=fetched.content,
+        content_type=fetched.mime_type or "application/octet-stream",
+        headers=headers,
     )
 
 

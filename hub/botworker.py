@@ -50,6 +50,8 @@ class BotWorker:
         message = event.get("message") or {}
         if event.get("type") != "message" or message.get("direction") != "in":
             return
+        if event.get("bot_reply") is False:
+            return  # a keyword for the provider (SMS STOP/START), not a question
         if event.get("conversation_status", "bot") != "bot":
             # Written while staff had the chat: theirs to answer, even if the bot has it back
             # by the time this event is read.

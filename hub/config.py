@@ -51,6 +51,29 @@ class Settings(BaseSettings):
     hub_webchat_enabled: bool = True
     hub_webchat_inbox: str = "site"
 
+    # Telegram: one bot token, or several as "inbox=token,inbox=token" (one inbox per bot).
+    telegram_bot_tokens: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    # webhook needs HUB_PUBLIC_URL; polling works behind NAT; auto picks by HUB_PUBLIC_URL.
+    telegram_mode: Literal["auto", "webhook", "polling"] = "auto"
+    # Checked on every webhook call (X-Telegram-Bot-Api-Secret-Token); derived if unset.
+    telegram_webhook_secret: SecretStr | None = None
+
+    # Viber bot.
+    viber_bot_token: SecretStr | None = None
+    viber_bot_name: str = "Salon"
+    viber_bot_avatar: str | None = None
+    viber_api_url: str = "https://chatapi.viber.com/pa"
+    viber_inbox: str = "main"
+
+    # SMS through Twilio.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_api_url: str = "https://api.twilio.com"
+    sms_inbox: str = "main"
+
     @field_validator("hub_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

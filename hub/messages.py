@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ChannelName = Literal["telegram", "instagram", "viber", "sms", "email", "webchat"]
 
@@ -50,6 +50,8 @@ class ContactHints(_Model):
     phone: str | None = Field(default=None, max_length=40, description="E.164 when known")
     email: str | None = Field(default=None, max_length=320)
     language: str | None = Field(default=None, max_length=16)
+    # Where the client came from, as the channel tells it (Telegram's /start payload).
+    source: str | None = Field(default=None, max_length=64)
 
 
 class InboundMessage(_Model):
@@ -65,6 +67,9 @@ class InboundMessage(_Model):
     attachments: list[Attachment] = Field(default_factory=list)
     contact: ContactHints = Field(default_factory=ContactHints)
     reply_to_id: str | None = None
+    # An opt-out or opt-in keyword (SMS STOP / START): the client's marketing consent is set
+    # to this, and the bot does not answer the message.
+    consent: bool | None = None
     raw: dict[str, Any] | None = None
 
     @field_validator("sent_at", "received_at")
@@ -111,10 +116,26 @@ class DeliveryState(StrEnum):
 
 
 class DeliveryStatus(_Model):
-    outbound_id: str
+    """What became of an outbound message: the answer to `send`, or a receipt that came later.
+
+    A receipt from a provider often knows only the provider's message id: then `outbound_id`
+    is None and `channel` with `provider_message_id` find the message."""
+
+    outbound_id: str | None = None
+    channel: ChannelName | None = None
     status: DeliveryState
     provider_message_id: str | None = None
     error: str | None = None
     # A transient failure may be retried; a permanent one (bad chat id, blocked bot) may not.
     retryable: bool = False
+    # The recipient blocked the bot or unsubscribed: the channel identity is unreachable.
+    unreachable: bool = False
+    # Billed parts of an SMS (GSM-7: 160/153 characters a part, UCS-2: 70/67).
+    segments: int | None = Field(default=None, ge=1)
     at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="after")
+    def _findable(self) -> DeliveryStatus:
+        if self.outbound_id is None and not (self.channel and self.provider_message_id):
+            raise ValueError("a status needs outbound_id, or channel and provider_message_id")
+        return self

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from channels.base import Channel, PermanentSendError
 from crm_store.conversations import message_by_public_id, set_delivery
 from crm_store.db import transaction
+from crm_store.identity import mark_unreachable
 from crm_store.models import Conversation
 from hub import metrics
 from hub.bus import Bus, Entry, PermanentError, outbound_stream
@@ -120,19 +121,34 @@ class Dispatcher:
         return _failed(msg, error), self.backoff.attempts
 
     async def record(self, status: DeliveryStatus, attempts: int | None = None) -> None:
+        """Store a status: the answer to a send, or a provider's later receipt."""
         async with transaction(self.sessions) as session:
             message = await set_delivery(
                 session,
                 public_id=status.outbound_id,
+                channel=status.channel,
                 status=status.status.value,
                 provider_message_id=status.provider_message_id,
                 error=status.error,
                 attempts=attempts,
+                segments=status.segments,
             )
             conversation = (
                 await session.get(Conversation, message.conversation_id) if message else None
             )
-        if message is not None and conversation is not None:
+            if status.unreachable and conversation is not None:
+                await mark_unreachable(
+                    session,
+                    channel=conversation.channel,
+                    inbox=conversation.inbox,
+                    external_id=conversation.chat_id,
+                    reason=status.error or "unreachable",
+                    at=status.at,
+                )
+        if message is None:
+            log.info("a %s receipt for an unknown message was ignored", status.channel)
+            return
+        if conversation is not None:
             await self.bus.publish_event(**message_event(message, conversation))
 
 

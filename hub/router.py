@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from crm_store.conversations import InboundData, InboundRecord, record_inbound
 from crm_store.db import transaction
-from crm_store.identity import Hints
+from crm_store.identity import Hints, set_consent
 from hub import metrics
 from hub.bus import Bus, Entry, PermanentError
 from hub.consumer import StreamConsumer
@@ -88,7 +88,8 @@ class Router:
             self.hooks.after_commit(msg)
         # Published for duplicates too: a crash between commit and publish must not lose the
         # event, so every event consumer is idempotent on the message id.
-        await self.bus.publish_event(**message_event(record.message, record.conversation))
+        extra = {} if msg.consent is None else {"bot_reply": False}
+        await self.bus.publish_event(**message_event(record.message, record.conversation), **extra)
         channel = msg.channel
         if record.duplicate:
             metrics.DUPLICATES_IN.labels(channel).inc()
@@ -103,6 +104,15 @@ class Router:
             try:
                 async with transaction(self.sessions) as session:
                     record = await record_inbound(session, data, region=self.region)
+                    if msg.consent is not None and not record.duplicate:
+                        await set_consent(
+                            session,
+                            channel=msg.channel,
+                            inbox=msg.inbox,
+                            external_id=msg.sender_id,
+                            granted=msg.consent,
+                            reason=f"{msg.channel}: {msg.text[:40]}",
+                        )
                     if self.hooks.before_commit and not record.duplicate:
                         self.hooks.before_commit(msg)
                 return record

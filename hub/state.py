@@ -21,15 +21,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bots.base import Responder
 from channels.base import Channel, FanoutHandler
-from channels.webchat import WebChatChannel
 from crm_store.business import Rules, get_business
 from crm_store.conversations import chat_history
-from crm_store.db import create_engine, is_sqlite, session_factory
+from crm_store.db import create_engine, is_sqlite, session_factory, transaction
+from crm_store.identity import mark_unreachable
 from crm_store.migrate import require_head, upgrade_async
 from crm_store.timeutil import utcnow
 from hub.botworker import BotWorker
 from hub.brains import build_responder
 from hub.bus import Bus
+from hub.channel_setup import build_channels
 from hub.config import Settings
 from hub.consumer import StreamConsumer
 from hub.embedded_redis import EmbeddedRedis
@@ -56,6 +57,17 @@ class HubContext:
 
     async def report(self, status: DeliveryStatus) -> None:
         await self.hub.dispatcher.record(status)
+
+    async def unreachable(self, channel: str, inbox: str, external_id: str, reason: str) -> None:
+        async with transaction(self.hub.sessions) as session:
+            await mark_unreachable(
+                session,
+                channel=channel,
+                inbox=inbox,
+                external_id=external_id,
+                reason=reason,
+                at=self.hub.clock(),
+            )
 
     async def history(self, channel: str, inbox: str, chat_id: str) -> list[dict[str, Any]]:
         async with self.hub.sessions() as session:
@@ -155,10 +167,7 @@ class Hub:
             await require_head(self.engine)
         self.sessions = session_factory(self.engine)
         self.bus = Bus(self.redis, shards=s.hub_inbound_shards, maxlen=s.hub_stream_maxlen)
-        if s.hub_webchat_enabled:
-            self.channels["webchat"] = WebChatChannel(
-                self.ctx, s.hub_webchat_inbox, secure_cookie=s.cookie_secure
-            )
+        self.channels = build_channels(s, self.ctx)
         self.router = Router(
             self.bus, self.sessions, region=s.hub_default_region, hooks=self.router_hooks
         )

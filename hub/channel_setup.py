@@ -1,0 +1,44 @@
+"""Which channels run: the web chat, and each provider channel whose credentials are set.
+
+A provider channel module exposes `from_settings(settings, ctx) -> Channel | None` (None
+when its credentials are missing: the channel is off). Modules are imported only when
+listed here, so a hub without, say, Telegram never loads aiogram.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from channels.base import Channel, ChannelContext
+from channels.webchat import WebChatChannel
+from hub.config import Settings
+
+log = logging.getLogger(__name__)
+
+# channel name -> module; the module's `from_settings` decides whether it is on.
+PROVIDER_MODULES = {
+    "telegram": "channels.telegram",
+    "viber": "channels.viber",
+    "sms": "channels.sms",
+}
+
+
+def build_channels(settings: Settings, ctx: ChannelContext) -> dict[str, Channel]:
+    channels: dict[str, Channel] = {}
+    if settings.hub_webchat_enabled:
+        channels["webchat"] = WebChatChannel(
+            ctx, settings.hub_webchat_inbox, secure_cookie=settings.cookie_secure
+        )
+    for name, module_name in PROVIDER_MODULES.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # not built in this version
+        channel = module.from_settings(settings, ctx)
+        if channel is not None:
+            channels[name] = channel
+            log.info("channel %s is on", name)
+    return channels

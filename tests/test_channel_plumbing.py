@@ -1,0 +1,147 @@
+"""What every provider channel relies on in the hub: receipts found by the provider's id,
+unreachable identities, opt-out keywords, the client's source, SMS segments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import col, select
+
+from crm_store.models import AuditEntry, ChannelIdentity, Client, Conversation, Message
+from crm_store.staff import staff_by_email
+from hub.messages import Author, ContactHints, DeliveryState, DeliveryStatus, InboundMessage
+from hub.replies import send_reply
+from tests.support import RunningHub, client_session, eventually, start_hub
+from tests.test_webchat import add_owner
+
+
+def sms(n: int, text: str, **fields: Any) -> InboundMessage:
+    return InboundMessage(
+        channel="sms",
+        inbox="main",
+        chat_id="+380671234567",
+        sender_id="+380671234567",
+        provider_message_id=f"SM{n}",
+        text=text,
+        contact=ContactHints(phone="+380671234567"),
+        **fields,
+    )
+
+
+async def rows(running: RunningHub, model: Any, *where: Any) -> list[Any]:
+    async with running.hub.sessions() as session:
+        return list((await session.exec(select(model).where(*where))).all())
+
+
+async def test_receipts_keywords_unreachable_and_source(settings, redis) -> None:
+    del redis
+    running = await start_hub(settings.model_copy(update={"hub_bot": "offline"}))
+    try:
+        hub = running.hub
+        await hub.bus.publish_inbound(sms(1, "Hello, I saw your ad"))
+        await hub.bus.publish_inbound(
+            InboundMessage(
+                channel="telegram",
+                inbox="main",
+                chat_id="42",
+                sender_id="42",
+                provider_message_id="42:1",
+                text="/start",
+                contact=ContactHints(display_name="Ira", source="instagram_ad"),
+            )
+        )
+        (conversation,) = await eventually(
+            lambda: rows(running, Conversation, Conversation.channel == "sms")
+        )
+        (ira,) = await eventually(lambda: rows(running, Client, Client.name == "Ira"))
+        assert ira.source_channel == "telegram" and ira.source_ref == "instagram_ad"
+
+        # An opt-in then an opt-out keyword: consent follows, and the bot leaves them alone.
+        await hub.bus.publish_inbound(sms(2, "START", consent=True))
+        await hub.bus.publish_inbound(sms(3, "STOP", consent=False))
+        entries = await eventually(
+            lambda: rows(running, AuditEntry, AuditEntry.action == "consent"), timeout=10
+        )
+        await eventually(lambda: _count(running, AuditEntry, AuditEntry.action == "consent", 2))
+        (card,) = await rows(running, Client, Client.phone == "+380671234567")
+        assert card.marketing_consent is False
+        assert [e.changes["marketing_consent"] for e in entries] in (
+            [[False, True]],
+            [[False, True], [True, False]],
+        )
+        texts = [m.text for m in await rows(running, Message, Message.direction == "in")]
+        assert {"START", "STOP"} <= set(texts)
+
+        # A staff reply goes out; the provider's receipts find it by the provider's id.
+        email, _ = await add_owner(running)
+        async with running.hub.sessions() as session:
+            staff = await staff_by_email(session, email)
+        queued = await send_reply(
+            hub.sessions,
+            hub.bus,
+            conversation_id=conversation.id,
+            text="Hi!",
+            author=Author.staff,
+            staff_id=staff.id,  # type: ignore[union-attr]
+        )
+        outbound_id = queued.message.public_id
+        await hub.dispatcher.record(
+            DeliveryStatus(
+                outbound_id=outbound_id,
+                status=DeliveryState.sent,
+                provider_message_id="SMout1",
+                segments=2,
+            )
+        )
+        await hub.ctx.report(
+            DeliveryStatus(
+                channel="sms", provider_message_id="SMout1", status=DeliveryState.delivered
+            )
+        )
+        (sent,) = await rows(running, Message, Message.public_id == outbound_id)
+        assert sent.status == "delivered" and sent.segments == 2
+        # A late "sent" never hides "delivered"; an unknown id is ignored.
+        await hub.ctx.report(
+            DeliveryStatus(channel="sms", provider_message_id="SMout1", status=DeliveryState.sent)
+        )
+        await hub.ctx.report(
+            DeliveryStatus(channel="sms", provider_message_id="nope", status=DeliveryState.read)
+        )
+        (sent,) = await rows(running, Message, Message.public_id == outbound_id)
+        assert sent.status == "delivered"
+
+        # A blocked recipient: the identity is marked, and writing again clears it.
+        await hub.ctx.report(
+            DeliveryStatus(
+                outbound_id=outbound_id,
+                status=DeliveryState.failed,
+                error="Forbidden: bot was blocked by the user",
+                unreachable=True,
+            )
+        )
+        (identity,) = await rows(running, ChannelIdentity, ChannelIdentity.channel == "sms")
+        assert identity.unreachable_at is not None
+        assert identity.unreachable_reason == "Forbidden: bot was blocked by the user"
+        await hub.ctx.unreachable("telegram", "main", "42", "the user blocked the bot")
+        (tg,) = await rows(running, ChannelIdentity, ChannelIdentity.channel == "telegram")
+        assert tg.unreachable_reason == "the user blocked the bot"
+        await hub.bus.publish_inbound(sms(4, "Are you open on Sunday?"))
+
+        async def cleared() -> bool:
+            (again,) = await rows(running, ChannelIdentity, ChannelIdentity.channel == "sms")
+            return again.unreachable_at is None
+
+        await eventually(cleared)
+        async with client_session() as staff_browser:
+            async with staff_browser.get(
+                f"{running.base_url}/api/attachments/webchat/site/abc"
+            ) as response:
+                assert response.status == 401
+    finally:
+        await running.stop()
+
+
+async def _count(running: RunningHub, model: Any, where: Any, n: int) -> bool:
+    async with running.hub.sessions() as session:
+        found = (await session.exec(select(model).where(where).order_by(col(model.id)))).all()
+    return len(found) >= n
