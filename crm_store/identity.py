@@ -48,15 +48,7 @@ async def resolve_client(
     phone = normalize_phone(hints.phone, region)
     email = normalize_email(hints.email)
 
-    identity = (
-        await session.exec(
-            select(ChannelIdentity).where(
-                ChannelIdentity.channel == channel,
-                ChannelIdentity.inbox == inbox,
-                ChannelIdentity.external_id == external_id,
-            )
-        )
-    ).first()
+    identity = await identity_of(session, channel, inbox, external_id)
     if identity is not None:
         if identity.unreachable_at is not None:
             # They wrote again: they unblocked the bot or subscribed back.
