@@ -56,6 +56,7 @@ async def find_provider_message(
             select(Message).where(
                 Message.channel == channel,
                 Message.inbox == inbox,
+                Message.direction == "in",
                 Message.provider_message_id == provider_message_id,
             )
         )

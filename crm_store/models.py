@@ -110,7 +110,9 @@ class Message(SQLModel, table=True):
     __tablename__ = "messages"
     __table_args__ = (
         # A provider message is stored once, whatever the retries and redeliveries.
-        UniqueConstraint("channel", "inbox", "provider_message_id", name="uq_message_provider"),
+        UniqueConstraint(
+            "channel", "inbox", "direction", "provider_message_id", name="uq_message_provider"
+        ),
         UniqueConstraint("outbound_key", name="uq_message_outbound"),
         Index("ix_message_conversation", "conversation_id", "id"),
     )
