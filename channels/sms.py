@@ -40,6 +40,7 @@ from channels.base import (
     PermanentSendError,
     Route,
 )
+from channels.http_body import read_limited, read_stream
 from channels.sms_segments import count_segments
 from channels.twilio_signature import is_valid
 from hub.config import Settings
@@ -387,7 +388,7 @@ class SmsChannel(Channel):
 
     async def _verified(self, request: web.Request) -> list[tuple[str, str]]:
         """The form's parameters, once the body's size and Twilio's signature are checked."""
-        body = await _read_limited(request, MAX_BODY)
+        body = await read_limited(request, MAX_BODY)
         if body is None:
             raise _Rejected(413, f"body over {MAX_BODY} bytes")
         signature = request.headers.get(SIGNATURE_HEADER)
@@ -536,7 +537,7 @@ class SmsChannel(Channel):
                     raise AttachmentUnavailable(f"Twilio answered {resp.status} for the media")
                 if (resp.content_length or 0) > MAX_FILE:
                     raise AttachmentUnavailable("the media is too large")
-                content = await _read_stream(resp.content, MAX_FILE + 1)
+                content = await read_stream(resp.content, MAX_FILE + 1)
                 mime = resp.content_type
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise AttachmentUnavailable(f"Twilio unreachable: {type(exc).__name__}") from None
@@ -573,26 +574,6 @@ def from_settings(settings: Settings, ctx: ChannelContext) -> SmsChannel | None:
         public_url=settings.hub_public_url,
     )
     return SmsChannel(ctx, settings.sms_inbox, config)
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The body, or None when it is over `limit` (declared or actual)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    body = await _read_stream(request.content, limit + 1)
-    return None if len(body) > limit else body
-
-
-async def _read_stream(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """Up to `limit` bytes of a stream (fewer at its end)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in stream.iter_any():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= limit:
-            break
-    return b"".join(chunks)[:limit]
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -55,6 +55,7 @@ from channels.base import (
     PermanentSendError,
     Route,
 )
+from channels.http_body import read_limited
 from channels.telegram_limits import SendLimits
 from channels.telegram_updates import (
     ALLOWED_UPDATES,
@@ -290,10 +291,7 @@ class TelegramChannel(Channel):
         if not hmac.compare_digest(given, box.secret.encode()):
             log.info("telegram webhook %s: wrong or missing secret token", box.inbox)
             return web.Response(status=403, text="forbidden")
-        if (request.content_length or 0) > MAX_BODY:
-            log.info("telegram webhook %s: body over %d bytes", box.inbox, MAX_BODY)
-            return web.Response(status=413, text="too large")
-        body = await _read_body(request)
+        body = await read_limited(request, MAX_BODY)
         if body is None:
             log.info("telegram webhook %s: body over %d bytes", box.inbox, MAX_BODY)
             return web.Response(status=413, text="too large")
@@ -609,18 +607,6 @@ def keyboard(replies: list[QuickReply]) -> InlineKeyboardMarkup:
             for row in button_rows(labels)
         ]
     )
-
-
-async def _read_body(request: web.Request) -> bytes | None:
-    """The body, or None when it is over MAX_BODY (a chunked body has no Content-Length)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _sendable(attachments: list[Attachment]) -> list[Attachment]:
