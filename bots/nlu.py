@@ -33,6 +33,7 @@ __all__ = [
     "match_services",
     "normalize",
     "parse_day",
+    "parse_ordinal",
     "parse_time",
 ]
 
@@ -238,6 +239,10 @@ class _Lexicon:
     concepts: tuple[_Concept, ...]
     name_filler: frozenset[str]
     name_groups: tuple[frozenset[str], ...]
+    ordinals: dict[str, int]
+    ordinal_suffixes: frozenset[str]
+    option_words: frozenset[str]
+    ordinal_filler: frozenset[str]
 
 
 def _norm_set(entries: Iterable[str]) -> frozenset[str]:
@@ -333,6 +338,12 @@ def _lexicon() -> _Lexicon:
         concepts=concepts,
         name_filler=_norm_set(services["name_filler"]),
         name_groups=tuple(_norm_set(g) for g in raw["masters"]["name_variants"]),
+        ordinals=_word_map(
+            (int(k), _all_languages(v)) for k, v in raw["ordinals"]["numbers"].items()
+        ),
+        ordinal_suffixes=_norm_set(raw["ordinals"]["suffixes"]),
+        option_words=_norm_set(_all_languages(raw["ordinals"]["option_words"])),
+        ordinal_filler=_norm_set(_all_languages(raw["ordinals"]["filler"])),
     )
 
 
@@ -1229,6 +1240,33 @@ def match_master(text: str, masters: Sequence[Named]) -> int | None:
     best = max(scores.values())
     winners = [i for i, score in scores.items() if score == best]
     return winners[0] if len(winners) == 1 else None
+
+
+# Choosing from a list ------------------------------------------------------------------------
+
+
+def parse_ordinal(text: str) -> int | None:
+    """Which of the options the bot listed a short reply picks, 1-based ("другий", "the
+    second one", "2-й варіант", "the 3rd"), or -1 for the last; None when the message says
+    more than that. A form that is also an hour ("третій", "другу": "о третій" is 3 pm)
+    counts only next to an option word ("третій варіант")."""
+    lex = _lexicon()
+    tokens = [t for t in _tokens(normalize(text)) if t.kind != "dash"]
+    words = [t.text for t in tokens if t.text not in lex.ordinal_filler]
+    named = [w for w in words if w in lex.option_words]
+    rest = [w for w in words if w not in lex.option_words]
+    if len(rest) == 2 and rest[0].isdigit() and rest[1] in lex.ordinal_suffixes:
+        rest = rest[:1]  # "2nd", "2-й": the number with its suffix
+    if len(rest) != 1:
+        return None
+    word = rest[0]
+    if word.isdigit() and len(words) > 1:
+        return int(word) if 1 <= int(word) <= 9 else None  # "2nd one", "2-й варіант"
+    if word not in lex.ordinals:
+        return None
+    if word in lex.hour_words and not named:
+        return None
+    return lex.ordinals[word]
 
 
 # Intents -------------------------------------------------------------------------------------

@@ -34,8 +34,11 @@ log = logging.getLogger(__name__)
 OFFER = 6  # times offered at once: enough to choose from, few enough for buttons
 SEARCH = 60  # free times fetched to pick the offer from
 SPREAD = timedelta(minutes=45)  # offered times of one day at least this far apart
+AROUND_DAYS = 6  # how far back from a full day earlier alternatives are looked for
 AMBIGUOUS = 6.0  # services scoring within this of the best are asked about
 PHONE = re.compile(r"(?<![\d+])\+?\d[\d\s().-]{7,16}\d(?!\d)")
+# Said around a phone number without asking anything else.
+SMALL_TALK = frozenset({"greeting", "thanks", "yes", "no"})
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Catalog:
     services: dict[int, dict[str, Any]]
     masters: dict[int, str]
     business: dict[str, Any]
+    offers: dict[int, frozenset[int]] = field(default_factory=dict)  # master → service ids
 
     def named_services(self) -> list[nlu.Named]:
         return [nlu.Named(i, s["names"]) for i, s in self.services.items()]
@@ -124,6 +128,14 @@ class OfflineBrain:
         if "human" in intents:
             t.replies.append(self._handoff(t, "handoff", "the client asked for a person"))
             return
+        phone = find_phone(t.text)
+        if phone is not None:
+            # "Це Оксана, мій номер 067…" or "my number is …, what do I have booked?": the
+            # number joins the card first, so the rest of the message is answered for it.
+            await self._save_phone(t, phone)
+            if not intents - SMALL_TALK:
+                t.memory.failures = 0
+                return
         handled = await self._awaited(t, intents) or await self._new_request(t, intents)
         if handled:
             t.memory.failures = 0
@@ -137,10 +149,6 @@ class OfflineBrain:
     async def _awaited(self, t: _Turn, intents: set[str]) -> bool:
         """An answer to what the bot asked last turn."""
         awaiting = t.state.get("awaiting")
-        phone = find_phone(t.text)
-        if phone is not None and (awaiting == "phone" or not intents):
-            await self._save_phone(t, phone)
-            return True
         if awaiting == "confirm_cancel":
             if "yes" in intents and "no" not in intents:
                 await self._cancel(t, int(t.state["appointment_id"]))
@@ -150,17 +158,26 @@ class OfflineBrain:
                 t.replies.append(self._say(t, "kept"))
                 return True
         if awaiting in ("which_cancel", "which_move"):
-            picked = _pick(t.text, t.state.get("choices", []))
+            picked = _pick_appointment(
+                t.text, t.state.get("choices", []), t.today, t.catalog.named_services()
+            )
             if picked is not None:
                 if awaiting == "which_cancel":
                     self._ask_cancel(t, picked)
                 else:
-                    await self._move_this(t, picked)
+                    # "the one on Friday" names the appointment, not the day to move it to.
+                    await self._move_this(t, picked, read_when=False)
                 return True
         if awaiting == "slot":
-            picked = _pick_slot(t.text, t.state.get("offered", []), t.today)
+            offered = t.state.get("offered", [])
+            picked = _pick_slot(t.text, offered, t.today)
+            if picked is None and len(offered) == 1 and _agrees(intents):
+                picked = offered[0]  # "yes, that works" to the one time offered
             if picked is not None:
                 await self._take(t, picked)
+                return True
+            if _agrees(intents) and not (nlu.parse_day(t.text, t.today) or nlu.parse_time(t.text)):
+                t.replies.append(self._say(t, "pick_from_list"))  # "ok" to several times
                 return True
         if awaiting == "service" and not intents & {"cancel", "reschedule", "my_appointments"}:
             return await self._book(t, intents, asked=True)
@@ -264,38 +281,13 @@ class OfflineBrain:
         """Free times for what the client asked, or the nearest ones when that is full."""
         state = t.state
         service_id = int(state["service_id"])
-        master_id = state.get("master_id")
-        day = state.get("day")
-        at, after, before = [_time(v) for v in state.get("time") or (None, None, None)]
-        if at is not None:
-            after = before = at
-        query: dict[str, Any] = {"service_id": service_id, "limit": SEARCH}
-        if master_id:
-            query["master_id"] = master_id
-        if day:
-            query["date_from"], query["date_to"] = day
-        exact = {**query, "after": _hhmm(after), "before": _hhmm(before)}
-        found = await self._slots(t, {k: v for k, v in exact.items() if v is not None})
-        lead = None
-        if not found and (at or after or before):
-            # Nothing at that time: the same day(s) at any time, as close to it as can be.
-            found = await self._slots(t, query)
-            if at is not None:
-                found.sort(key=lambda s: abs(_minutes(s["time"]) - _minutes(_hhmm(at))))
-            lead = "none_then"
-        if not found and day:
-            anyday = {k: v for k, v in query.items() if k not in ("date_from", "date_to")}
-            found = await self._slots(t, anyday)
-            lead = "none_then"
-        if not found and master_id:
-            found = await self._slots(t, {"service_id": service_id, "limit": SEARCH})
-            lead = "master_busy"
-            state["master_id"] = None
         service = self._service_name(t, service_id)
+        found, leads = await self._search(t, service_id, service)
         if not found:
             t.replies.append(self._handoff(t, "no_slots", "no free time", service=service))
             return
-        if at is not None and lead is None and state["flow"] == "book" and len(day or []) == 2:
+        at = _time((state.get("time") or (None,))[0])
+        if at is not None and not leads and state["flow"] == "book" and state.get("day"):
             # A day and an exact time that are free: book it, as a person at the desk would.
             await self._take(t, found[0])
             return
@@ -311,16 +303,78 @@ class OfflineBrain:
         master_part = ""
         if not several and offered[0].get("master"):
             master_part = self._words(t, "offer_master").format(master=offered[0]["master"])
-        parts = []
-        if lead == "none_then":
-            parts.append(self._words(t, "none_then").format(service=service))
-        elif lead == "master_busy":
-            master = t.catalog.masters.get(int(master_id), "")
-            parts.append(self._words(t, "master_busy").format(master=master, service=service))
+        parts = list(leads)
         parts.append(
             self._words(t, "offer_slots").format(service=service, master=master_part, list=listed)
         )
         t.replies.append(Reply(text="\n".join(parts), quick_replies=[s["label"] for s in offered]))
+
+    async def _search(
+        self, t: _Turn, service_id: int, service: str
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Free times as asked; failing that the same day(s) at other times, then the days
+        nearest the one asked for, then other masters. With what to say about each step."""
+        state = t.state
+        leads: list[str] = []
+        master_id = state.get("master_id")
+        if master_id and service_id not in t.catalog.offers.get(int(master_id), frozenset()):
+            master = t.catalog.masters.get(int(master_id), "")
+            leads.append(self._words(t, "master_not_doing").format(master=master, service=service))
+            master_id = state["master_id"] = None
+        day = state.get("day")
+        at, after, before = [_time(v) for v in state.get("time") or (None, None, None)]
+        if at is not None:
+            after = before = at
+        query: dict[str, Any] = {"service_id": service_id, "limit": SEARCH}
+        if master_id:
+            query["master_id"] = master_id
+        if day:
+            query["date_from"], query["date_to"] = day
+        exact = {**query, "after": _hhmm(after), "before": _hhmm(before)}
+        found = await self._slots(t, {k: v for k, v in exact.items() if v is not None})
+        if not found and (at or after or before):
+            # Nothing at that time: the same day(s) at any time, as close to it as can be.
+            found = await self._slots(t, query)
+            if at is not None:
+                found.sort(key=lambda s: abs(_minutes(s["time"]) - _minutes(_hhmm(at))))
+            if found:
+                leads.append(self._words(t, "none_then").format(service=service))
+        if not found and day:
+            # Nothing that day: the nearest days, at the time asked for if it is free there.
+            anyday = {k: v for k, v in exact.items() if k not in ("date_from", "date_to")}
+            found = await self._around(t, {k: v for k, v in anyday.items() if v is not None}, day)
+            if not found and (after or before):
+                found = await self._around(t, query, day)
+            if found:
+                leads.append(self._words(t, "none_that_day").format(service=service))
+        if not found and master_id:
+            anyone = {"service_id": service_id, "limit": SEARCH}
+            found = await self._around(t, anyone, day) if day else await self._slots(t, anyone)
+            master = t.catalog.masters.get(int(master_id), "")
+            leads.append(self._words(t, "master_busy").format(master=master, service=service))
+            state["master_id"] = None
+        return found, leads
+
+    async def _around(
+        self, t: _Turn, query: dict[str, Any], day: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Free times on the days asked for and the nearest days before and after them: the
+        soonest times from today alone would never reach a Saturday asked for on a Monday."""
+        query = {k: v for k, v in query.items() if k not in ("date_from", "date_to")}
+        first, last = date.fromisoformat(day[0]), date.fromisoformat(day[1])
+        found = await self._slots(t, {**query, "date_from": day[0], "date_to": day[1]})
+        found += await self._slots(
+            t, {**query, "date_from": (last + timedelta(days=1)).isoformat()}
+        )
+        for back in range(1, AROUND_DAYS + 1):  # the nearest earlier day with a free time
+            earlier = first - timedelta(days=back)
+            if earlier < t.today:
+                break
+            on_day = {**query, "date_from": earlier.isoformat(), "date_to": earlier.isoformat()}
+            if before := await self._slots(t, on_day):
+                found += before
+                break
+        return _nearest_days(found, day[0])
 
     async def _slots(self, t: _Turn, query: dict[str, Any]) -> list[dict[str, Any]]:
         result = await self._tool(t, "find_slots", query)
@@ -391,8 +445,13 @@ class OfflineBrain:
         self._clear(t)
         if not mine:
             t.replies.append(self._say(t, "my_none"))
-        elif len(mine) == 1:
-            self._ask_cancel(t, mine[0])
+            return
+        # "Cancel Friday's appointment": the message may already say which one.
+        named = _pick_appointment(
+            t.text, self._choices(t, mine), t.today, t.catalog.named_services()
+        )
+        if len(mine) == 1 or named is not None:
+            self._ask_cancel(t, named or mine[0])
         else:
             self._ask_which(t, mine, "which_cancel")
 
@@ -426,14 +485,17 @@ class OfflineBrain:
             self._remember_when(t)
             self._ask_which(t, mine, "which_move")
 
-    async def _move_this(self, t: _Turn, appointment: dict[str, Any]) -> None:
+    async def _move_this(
+        self, t: _Turn, appointment: dict[str, Any], *, read_when: bool = True
+    ) -> None:
         t.state.update(
             flow="move",
             appointment_id=appointment["id"],
             service_id=appointment["service_id"],
             master_id=appointment["master_id"],
         )
-        self._remember_when(t)
+        if read_when:
+            self._remember_when(t)
         if t.state.get("day") or t.state.get("time"):
             await self._offer(t)
             return
@@ -441,11 +503,14 @@ class OfflineBrain:
         t.replies.append(self._say(t, "ask_new_time", service=appointment["service"]))
 
     def _ask_which(self, t: _Turn, mine: list[dict[str, Any]], key: str) -> None:
-        choices = [
-            {"label": self._appointment_text(t, a, "appointment_label")[:64], **a} for a in mine
-        ]
+        choices = self._choices(t, mine)
         t.state.update(awaiting=key, choices=choices)
         t.replies.append(self._say(t, key, buttons=[c["label"] for c in choices]))
+
+    def _choices(self, t: _Turn, mine: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {"label": self._appointment_text(t, a, "appointment_label")[:64], **a} for a in mine
+        ]
 
     # Other answers ------------------------------------------------------------------------
 
@@ -488,7 +553,13 @@ class OfflineBrain:
         result = await self._tool(t, "update_contact", {"phone": phone})
         if t.state.get("awaiting") == "phone":
             t.state.pop("awaiting")
-        t.replies.append(self._say(t, "phone_saved" if result.ok else "bad_phone"))
+        if not result.ok:
+            key = "bad_phone"
+        elif result.data.get("staff_will_check_phone"):
+            key = "phone_claimed"  # on another card: staff link them, the bot shows nothing
+        else:
+            key = "phone_saved"
+        t.replies.append(self._say(t, key))
 
     # Helpers ------------------------------------------------------------------------------
 
@@ -545,6 +616,10 @@ class OfflineBrain:
                 if s.id in offered
             },
             masters={card.staff.id: card.staff.name for card in masters},  # type: ignore[misc]
+            offers={
+                card.staff.id: frozenset(o.service_id for o in card.offers)  # type: ignore[misc]
+                for card in masters
+            },
             business={
                 "name": business.name,
                 "tz": ZoneInfo(business.timezone),
@@ -605,14 +680,43 @@ def find_phone(text: str, region: str = "UA") -> str | None:
 
 
 def _pick(text: str, choices: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The choice whose label the client sent (a button), or its number in the list."""
+    """The choice whose label the client sent (a button), or its place in the list."""
     said = nlu.normalize(text)
     for choice in choices:
         if nlu.normalize(choice["label"]) == said:
             return choice
     if said.isdigit() and 1 <= int(said) <= len(choices):
         return choices[int(said) - 1]
+    place = nlu.parse_ordinal(text)  # "другий", "the second one", "последний"
+    if place is not None and 1 <= abs(place) <= len(choices):
+        return choices[place - 1 if place > 0 else place]
     return None
+
+
+def _pick_appointment(
+    text: str, choices: Sequence[dict[str, Any]], today: date, services: Sequence[nlu.Named]
+) -> dict[str, Any] | None:
+    """The appointment the client chose: its button or number, or the only one on the day,
+    at the time or of the service they name ("той, що в п'ятницю", "the haircut")."""
+    chosen = _pick(text, choices)
+    if chosen is not None:
+        return chosen
+    left, narrowed = list(choices), False
+    day = nlu.parse_day(text, today)
+    if day is not None:
+        first, last = day.first.isoformat(), day.last.isoformat()
+        left, narrowed = [c for c in left if first <= c["date"] <= last], True
+    when = nlu.parse_time(text)
+    if when is not None and when.at is not None:
+        left, narrowed = [c for c in left if c["time"] == _hhmm(when.at)], True
+    named = {sid for sid, _ in nlu.match_services(text, services)}
+    if named:
+        left, narrowed = [c for c in left if c["service_id"] in named], True
+    return left[0] if narrowed and len(left) == 1 else None
+
+
+def _agrees(intents: set[str]) -> bool:
+    return "yes" in intents and "no" not in intents
 
 
 def _pick_slot(text: str, offered: Sequence[dict[str, Any]], today: date) -> dict[str, Any] | None:
@@ -649,6 +753,19 @@ def _spread(slots: Sequence[dict[str, Any]], count: int) -> list[dict[str, Any]]
         if all(c["start"] != slot["start"] for c in chosen):
             chosen.append(dict(slot))
     return sorted(chosen, key=lambda s: s["start"])
+
+
+def _nearest_days(slots: Sequence[dict[str, Any]], wanted: str) -> list[dict[str, Any]]:
+    """Times of the days nearest the day asked for first (a later day before an earlier one
+    as near), each day's in order: "Tuesday is full" is answered with Wednesday and Monday,
+    not with whatever is soonest."""
+    target = date.fromisoformat(wanted)
+
+    def distance(slot: dict[str, Any]) -> tuple[int, bool, str]:
+        day = date.fromisoformat(slot["date"])
+        return abs((day - target).days), day < target, slot["start"]
+
+    return sorted(slots, key=distance)
 
 
 def _hhmm(value: time | None) -> str | None:

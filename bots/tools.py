@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from crm_store import audit
 from crm_store.appointments import (
     LIVE,
     AppointmentError,
@@ -33,7 +34,7 @@ from crm_store.appointments import (
 )
 from crm_store.business import Rules, get_business
 from crm_store.catalog import list_masters, list_services
-from crm_store.clients import ClientError, merge_clients, update_client
+from crm_store.clients import ClientError, update_client
 from crm_store.contacts import normalize_phone
 from crm_store.db import transaction
 from crm_store.models import Appointment, Business, Client, Conversation, Service, Staff
@@ -374,17 +375,20 @@ class Tools:
         return ToolResult(True, {"cancelled": described})
 
     async def _update_contact(self, args: UpdateContactArgs, call: _Call) -> ToolResult:
-        """A phone already on another card links this conversation to that card, as the
-        router links a new channel identity: the two cards are merged."""
+        """A typed phone proves nothing: anyone can type a neighbour's number. So a phone that
+        is already on another card is not linked here (that would show and let them change
+        the other client's appointments); it is written to the audit log as a claim for staff
+        to check and merge. A phone the channel vouches for (a Telegram contact share, the
+        SMS sender) is linked by the router as before."""
         changes: dict[str, Any] = {}
-        linked_to = None
+        claimed = None
         if args.phone is not None:
             phone = normalize_phone(args.phone, self.region)
             if phone is None:
                 raise ToolError(f"{args.phone!r} is not a valid phone number")
             other = (
                 await call.session.exec(
-                    select(Client)
+                    select(Client.id)
                     .where(
                         Client.phone == phone,
                         col(Client.merged_into_id).is_(None),
@@ -395,26 +399,30 @@ class Tools:
                 )
             ).first()
             if other is not None:
-                await merge_clients(call.session, call.client_id, other.id, actor="bot")  # type: ignore[arg-type]
-                call.client_id = other.id  # type: ignore[assignment]
-                linked_to = other.id
+                claimed = other
+                audit.record(
+                    call.session,
+                    actor="bot",
+                    entity="client",
+                    entity_id=call.client_id,
+                    action="phone_claimed",
+                    changes={"phone": phone, "card_with_that_phone": other},
+                )
             else:
                 changes["phone"] = phone
         if args.name is not None:
-            current = await call.session.get(Client, call.client_id)
-            if linked_to is None or (current is not None and not current.name):
-                changes["name"] = args.name
+            changes["name"] = args.name
         client = await update_client(
             call.session, call.client_id, changes, actor="bot", region=self.region
         )
-        return ToolResult(
-            True,
-            {
-                "name": client.name,
-                "phone": client.phone,
-                "linked_to_existing_card": bool(linked_to),
-            },
-        )
+        data: dict[str, Any] = {"name": client.name, "phone": client.phone}
+        if claimed is not None:
+            data["staff_will_check_phone"] = True
+            data["note"] = (
+                "this number is on another card: staff will check it and link the cards; "
+                "until then, tell the client nothing about that card"
+            )
+        return ToolResult(True, data)
 
     async def _handoff(self, args: HandoffArgs, call: _Call) -> ToolResult:
         del call

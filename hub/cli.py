@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hub import cli_import
+from hub import cli_eval, cli_import
 from hub.config import Settings
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.set_defaults(func=cmd_dead_replay)
     cli_import.register(sub)
+    cli_eval.register(sub)
     return parser
 
 
@@ -96,6 +97,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return asyncio.run(
         serve(Settings(), args.host, args.port, demo=args.demo, migrate=args.migrate)
     )
+
+
+def _brain_name(hub: Hub) -> str:
+    name = type(hub.responder).__name__ if hub.responder else "SilentResponder"
+    return {
+        "LlmBrain": f"LLM ({hub.settings.hub_llm_model})",
+        "OfflineBrain": "offline brain (set OPENAI_API_KEY for the LLM)",
+    }.get(name, "off (HUB_BOT=off)")
 
 
 async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate: bool) -> int:
@@ -127,6 +136,8 @@ async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate
         print(f"  web chat (write as a client): {base}/chat", flush=True)
         print(f"  staff API:                    {base}/api/  (POST /api/auth/login)", flush=True)
         print(f"  health:                       {base}/healthz", flush=True)
+        print(f"  channels:                     {', '.join(sorted(hub.channels))}", flush=True)
+        print(f"  AI administrator:             {_brain_name(hub)}", flush=True)
         if login:
             print(f"  demo owner login:             {login[0]} / {login[1]}", flush=True)
         print("Press Ctrl-C to stop.\n", flush=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import col, select
+from sqlmodel import select
 
 from bots.tools import ToolContext, Tools
 from crm_store.appointments import Author, book
@@ -144,40 +144,32 @@ async def test_another_clients_appointment_is_out_of_reach(sessions) -> None:
     assert [(e.entity_id, e.action) for e in entries] == [(mine, "reschedule"), (mine, "cancelled")]
 
 
-async def test_a_phone_given_in_chat_links_the_card_the_salon_already_has(sessions) -> None:
+async def test_a_typed_phone_of_another_card_is_a_claim_for_staff_not_a_link(sessions) -> None:
+    """Anyone can type a neighbour's number: linking on it would show and let them cancel the
+    neighbour's appointments. The claim goes to the audit log for staff to check."""
     salon = await build_salon(sessions)  # its client has +380671234567
     conversation, stranger = await chat_of_a_stranger(sessions)
-    known = await booked_for(sessions, salon, salon.client, "2027-03-03 11:00")
+    await booked_for(sessions, salon, salon.client, "2027-03-03 11:00")
     tools, ctx = Tools(sessions, clock=lambda: NOW), ToolContext(conversation, "uk")
 
     result = await tools.call("update_contact", {"name": "Оксана", "phone": "067 123 45 67"}, ctx)
-    assert result.ok and result.data["linked_to_existing_card"] is True
-    # Now the chat is the known client's: their appointment is theirs to see.
+    assert result.ok and result.data["staff_will_check_phone"] is True
+    assert result.data["phone"] is None and result.data["name"] == "Оксана"
     listed = await tools.call("my_appointments", {}, ctx)
-    assert [a["id"] for a in listed.data["appointments"]] == [known]
+    assert listed.data["appointments"] == []
     async with sessions() as session:
         conv = await session.get(Conversation, conversation)
         visitor = await session.get(Client, stranger)
         card = await session.get(Client, salon.client)
-        identities = (
-            await session.exec(
-                select(ChannelIdentity).where(ChannelIdentity.client_id == salon.client)
-            )
+        claims = (
+            await session.exec(select(AuditEntry).where(AuditEntry.action == "phone_claimed"))
         ).all()
-        messages = (await session.exec(select(Message))).all()
-        entries = (
-            await session.exec(
-                select(AuditEntry.entity_id, AuditEntry.action)
-                .where(AuditEntry.entity == "client")
-                .order_by(col(AuditEntry.id))
-            )
-        ).all()
-    assert conv is not None and conv.client_id == salon.client
-    assert visitor is not None and visitor.merged_into_id == salon.client
-    assert card is not None and card.name == "Oksana"  # the salon's spelling stays
-    assert [i.external_id for i in identities] == ["v1"]  # the visitor's chat, now theirs
-    assert all(m.client_id == salon.client for m in messages)
-    assert (salon.client, "merged_in") in entries and (stranger, "merged_into") in entries
+    assert conv is not None and conv.client_id == stranger
+    assert visitor is not None and visitor.merged_into_id is None and visitor.phone is None
+    assert card is not None and card.name == "Oksana" and card.merged_into_id is None
+    assert [(c.entity_id, c.actor, c.changes) for c in claims] == [
+        (stranger, "bot", {"phone": "+380671234567", "card_with_that_phone": salon.client})
+    ]
 
     # A new number for a card of its own is simply saved.
     conversation2, _ = await chat_of_a_stranger(sessions, "v2", "Visitor 2")
@@ -187,7 +179,6 @@ async def test_a_phone_given_in_chat_links_the_card_the_salon_already_has(sessio
     assert saved.ok and saved.data == {
         "name": "Visitor 2",
         "phone": "+380509998877",
-        "linked_to_existing_card": False,
     }
 
 
