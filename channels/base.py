@@ -10,7 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
 
@@ -32,6 +33,19 @@ class ChannelContext(Protocol):
     async def history(self, channel: str, inbox: str, chat_id: str) -> list[dict[str, Any]]:
         """The latest messages of a chat as frames (id, direction, text, at), oldest first."""
 
+    async def load_state(self, channel: str, inbox: str, key: str) -> dict[str, Any] | None:
+        """A document the channel saved before (None if never): kept in the database, so it
+        survives restarts and is shared by every hub process."""
+
+    async def save_state(self, channel: str, inbox: str, key: str, value: dict[str, Any]) -> None:
+        """Keep a small JSON document (a mail cursor, a thread's headers) under `key`."""
+
+    async def run_exclusive(self, name: str, job: Callable[[], Awaitable[None]]) -> None:
+        """Run `job` in one hub process at a time (a Redis lease named `name`): a poller that
+        must not run twice (IMAP, Instagram's private API). The other processes wait and take
+        over when the holder dies; a holder that loses its lease has its job cancelled.
+        Returns when the job returns; cancel it to stop (the lease is released)."""
+
     async def fanout(self, topic: str, payload: dict[str, Any]) -> None:
         """Deliver a payload to every hub process listening on a topic."""
 
@@ -49,6 +63,23 @@ class Route:
 
 class AttachmentUnavailable(Exception):
     """The channel can't fetch that file (unknown reference, expired, too large)."""
+
+
+@dataclass(frozen=True)
+class ChannelStatus:
+    """How a channel is doing, for /healthz and the inbox. `paused` means the channel stopped
+    itself on purpose (a login challenge, a rate limit) and tries again at `until`, if set."""
+
+    state: Literal["ok", "paused", "error"] = "ok"
+    reason: str = ""
+    until: datetime | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "reason": self.reason,
+            "until": self.until.isoformat() if self.until else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -74,6 +105,10 @@ class Channel(ABC):
 
     async def stop(self) -> None:  # noqa: B027  (optional hook)
         """Stop polling and close connections."""
+
+    def status(self) -> ChannelStatus:
+        """Override where the channel can pause or fail on its own (polling, logins)."""
+        return ChannelStatus()
 
     def routes(self) -> list[Route]:
         """HTTP routes the channel serves (webhooks under /webhooks/<channel>/<inbox>)."""

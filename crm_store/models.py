@@ -310,3 +310,16 @@ class BotState(SQLModel, table=True):
     # Turns in a row the bot could not help with; two hand the conversation to staff.
     failures: int = Field(default=0)
     updated_at: datetime = _ts_now()
+
+
+class ChannelState(SQLModel, table=True):
+    """What a channel must remember across restarts: an IMAP UID cursor, an email thread's
+    headers, an Instagram session. Small JSON documents, one per (channel, inbox, key)."""
+
+    __tablename__ = "channel_state"
+
+    channel: str = Field(primary_key=True, max_length=20)
+    inbox: str = Field(primary_key=True, max_length=100)
+    key: str = Field(primary_key=True, max_length=200)
+    value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = _ts_now()

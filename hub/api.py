@@ -77,6 +77,15 @@ async def me(request: web.Request) -> web.Response:
     return web.json_response(_staff_json(staff))
 
 
+@routes.get("/api/channels")
+async def channels(request: web.Request) -> web.Response:
+    """The channels that are on, each with its state (ok, paused with a reason, error)."""
+    hub = hub_of(request)
+    return web.json_response(
+        [{"channel": name, **ch.status().as_json()} for name, ch in sorted(hub.channels.items())]
+    )
+
+
 @routes.get("/api/conversations")
 async def conversations(request: web.Request) -> web.Response:
     status = request.query.get("status")

@@ -21,6 +21,8 @@ PROVIDER_MODULES = {
     "telegram": "channels.telegram",
     "viber": "channels.viber",
     "sms": "channels.sms",
+    "email": "channels.email",
+    "instagram": "channels.instagram",
 }
 
 

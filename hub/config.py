@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     viber_bot_avatar: str | None = None
     viber_api_url: str = "https://chatapi.viber.com/pa"
     viber_inbox: str = "main"
+    # The welcome sent when a client opens the chat; unset: the uk/en/ru text from prompts/,
+    # empty: no welcome.
+    viber_greeting: str | None = None
 
     # SMS through Twilio.
     twilio_account_sid: str | None = None
@@ -73,6 +76,42 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = None
     twilio_api_url: str = "https://api.twilio.com"
     sms_inbox: str = "main"
+
+    # Email: the salon's mailbox over IMAP (in) and SMTP (out). On when both hosts are set.
+    email_address: str | None = None  # From: and the mailbox's own address
+    email_from_name: str | None = None
+    email_username: str | None = None  # IMAP login (and SMTP's, unless set apart)
+    email_password: SecretStr | None = None
+    email_imap_host: str | None = None
+    email_imap_port: int | None = None  # default by security: 993 ssl, 143 otherwise
+    email_imap_security: Literal["ssl", "starttls", "none"] = "ssl"
+    email_imap_folder: str = "INBOX"
+    # Used when the server has no IDLE, and as IDLE's re-check period when it has.
+    email_poll_interval_s: float = Field(default=60.0, gt=0)
+    email_smtp_host: str | None = None
+    email_smtp_port: int | None = None  # default by security: 465 ssl, 587 starttls, 25 none
+    email_smtp_security: Literal["ssl", "starttls", "none"] = "starttls"
+    email_smtp_username: str | None = None
+    email_smtp_password: SecretStr | None = None
+    email_inbox: str = "main"
+
+    # Instagram: "official" (Meta's Messaging API, business accounts) or "private"
+    # (instagrapi logs in as the account: risky, see the README); auto picks by credentials.
+    instagram_mode: Literal["auto", "official", "private", "off"] = "auto"
+    instagram_inbox: str = "main"
+    # Official mode.
+    instagram_access_token: SecretStr | None = None
+    instagram_app_secret: SecretStr | None = None  # checks X-Hub-Signature-256
+    instagram_verify_token: SecretStr | None = None  # the webhook subscription handshake
+    instagram_account_id: str | None = None
+    instagram_api_url: str = "https://graph.instagram.com"
+    instagram_api_version: str = "v21.0"
+    # Private mode.
+    instagram_username: str | None = None
+    instagram_password: SecretStr | None = None
+    instagram_poll_interval_s: float = Field(default=60.0, ge=5)
+    instagram_poll_jitter_s: float = Field(default=20.0, ge=0)
+    instagram_private_api_url: str | None = None  # tests only: a local fake of the private API
 
     @field_validator("hub_timezone")
     @classmethod

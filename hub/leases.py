@@ -16,13 +16,13 @@ from redis.asyncio import Redis
 
 MEMBERS = "hub:routers"
 
-_RENEW = """
+RENEW_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 """
-_RELEASE = """
+RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -43,8 +43,8 @@ class ShardLeases:
         self.owned: set[str] = set()
         # Set by the consumer: a newly won shard may hold entries a dead owner left pending.
         self.newly_acquired: set[str] = set()
-        self._renew = redis.register_script(_RENEW)
-        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(RENEW_SCRIPT)
+        self._release = redis.register_script(RELEASE_SCRIPT)
 
     async def renew(self) -> None:
         """Heartbeat: keep what we own. Runs beside the handlers, so a long batch does not

@@ -70,6 +70,9 @@ class InboundMessage(_Model):
     # An opt-out or opt-in keyword (SMS STOP / START): the client's marketing consent is set
     # to this, and the bot does not answer the message.
     consent: bool | None = None
+    # Written by a machine (an auto-reply, a bounce, list mail): stored and shown, never
+    # answered by the bot, so two robots can't answer each other forever.
+    automated: bool = False
     raw: dict[str, Any] | None = None
 
     @field_validator("sent_at", "received_at")

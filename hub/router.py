@@ -88,7 +88,8 @@ class Router:
             self.hooks.after_commit(msg)
         # Published for duplicates too: a crash between commit and publish must not lose the
         # event, so every event consumer is idempotent on the message id.
-        extra = {} if msg.consent is None else {"bot_reply": False}
+        quiet = msg.consent is not None or msg.automated
+        extra = {"bot_reply": False} if quiet else {}
         await self.bus.publish_event(**message_event(record.message, record.conversation), **extra)
         channel = msg.channel
         if record.duplicate:

@@ -9,7 +9,7 @@ import os
 import secrets
 import socket
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bots.base import Responder
 from channels.base import Channel, FanoutHandler
+from crm_store import channel_state
 from crm_store.business import Rules, get_business
 from crm_store.conversations import chat_history
 from crm_store.db import create_engine, is_sqlite, session_factory, transaction
@@ -35,6 +36,7 @@ from hub.config import Settings
 from hub.consumer import StreamConsumer
 from hub.embedded_redis import EmbeddedRedis
 from hub.events import message_frame
+from hub.exclusive import run_exclusive
 from hub.messages import DeliveryStatus, InboundMessage
 from hub.outbound import Backoff, Dispatcher
 from hub.router import Router, RouterHooks
@@ -73,6 +75,17 @@ class HubContext:
         async with self.hub.sessions() as session:
             rows = await chat_history(session, channel=channel, inbox=inbox, chat_id=chat_id)
         return [message_frame(m) for m in rows]
+
+    async def load_state(self, channel: str, inbox: str, key: str) -> dict[str, Any] | None:
+        return await channel_state.load_state(self.hub.sessions, channel, inbox, key)
+
+    async def save_state(self, channel: str, inbox: str, key: str, value: dict[str, Any]) -> None:
+        await channel_state.save_state(
+            self.hub.sessions, channel, inbox, key, value, at=self.hub.clock()
+        )
+
+    async def run_exclusive(self, name: str, job: Callable[[], Awaitable[None]]) -> None:
+        await run_exclusive(self.hub.redis, self.hub.name, name, job)
 
     async def fanout(self, topic: str, payload: dict[str, Any]) -> None:
         await self.hub.redis.publish(FANOUT_PREFIX + topic, json.dumps(payload, default=str))
@@ -255,4 +268,7 @@ class Hub:
         except Exception as exc:
             state["database"] = f"error: {type(exc).__name__}"
         state["ok"] = state["redis"] == "ok" and state["database"] == "ok"
+        # A paused channel (say, Instagram asking for a login challenge) is shown, but the hub
+        # itself is up: a load balancer must not take it out for that.
+        state["channels"] = {name: ch.status().as_json() for name, ch in self.channels.items()}
         return state

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from channels.base import ChannelStatus
 from tests.support import RunningHub, client_session, eventually, login, next_frame, status_of
 from tests.test_webchat import add_owner
 
@@ -59,7 +62,12 @@ async def test_health_and_metrics(hub: RunningHub) -> None:
     async with client_session() as anyone:
         async with anyone.get(f"{hub.base_url}/healthz") as response:
             assert response.status == 200
-            assert await response.json() == {"redis": "ok", "database": "ok", "ok": True}
+            assert await response.json() == {
+                "redis": "ok",
+                "database": "ok",
+                "ok": True,
+                "channels": {"webchat": {"state": "ok", "reason": "", "until": None}},
+            }
         await anyone.get(f"{hub.base_url}/chat")
         ws = await anyone.ws_connect(hub.ws_url("/ws/chat"))
         await next_frame(ws, "ready")
@@ -76,3 +84,25 @@ async def test_health_and_metrics(hub: RunningHub) -> None:
     assert 'hub_messages_in_total{channel="webchat"}' in body
     assert 'hub_stream_lag{group="dispatch",stream="hub:out:{webchat}"}' in body
     assert "hub_dead_letters 0.0" in body
+
+
+async def test_a_paused_channel_shows_in_health_and_the_api(hub: RunningHub) -> None:
+    until = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    paused = ChannelStatus("paused", "Instagram asks for a login challenge", until)
+    hub.hub.channels["webchat"].status = lambda: paused  # type: ignore[method-assign]
+    email, password = await add_owner(hub)
+    async with client_session() as staff:
+        async with staff.get(f"{hub.base_url}/healthz") as response:
+            health = await response.json()
+        # The hub is up; the channel's pause is shown, not turned into a 503.
+        assert response.status == 200 and health["ok"] is True
+        assert health["channels"]["webchat"] == {
+            "state": "paused",
+            "reason": "Instagram asks for a login challenge",
+            "until": "2030-01-01T12:00:00+00:00",
+        }
+        assert await status_of(staff, "GET", f"{hub.base_url}/api/channels") == 401
+        assert await login(staff, hub.base_url, email, password) == 200
+        async with staff.get(f"{hub.base_url}/api/channels") as response:
+            listed = await response.json()
+        assert listed == [{"channel": "webchat", **health["channels"]["webchat"]}]

@@ -145,3 +145,46 @@ async def _count(running: RunningHub, model: Any, where: Any, n: int) -> bool:
     async with running.hub.sessions() as session:
         found = (await session.exec(select(model).where(where).order_by(col(model.id)))).all()
     return len(found) >= n
+
+
+async def test_the_bot_never_answers_a_machine(settings, redis) -> None:
+    """An auto-reply or bounce is stored and shown, but the bot stays quiet, so two robots
+    can't answer each other forever; a person's identical message is answered."""
+    del redis
+    running = await start_hub(settings.model_copy(update={"hub_bot": "offline"}))
+    try:
+        robot = sms(1, "What are your prices?", automated=True)
+        person = sms(2, "What are your prices?").model_copy(
+            update={"chat_id": "+380501112233", "sender_id": "+380501112233", "contact": {}}
+        )
+        await running.hub.bus.publish_inbound(robot)
+        await running.hub.bus.publish_inbound(person)
+
+        async def answered(chat_id: str) -> list[Message]:
+            return await rows(
+                running,
+                Message,
+                Message.direction == "out",
+                Message.conversation_id == Conversation.id,
+                Conversation.chat_id == chat_id,
+            )
+
+        await eventually(lambda: answered("+380501112233"))
+        stored = await rows(running, Message, Message.provider_message_id == "SM1")
+        assert [m.text for m in stored] == ["What are your prices?"]
+        assert await answered("+380671234567") == []
+    finally:
+        await running.stop()
+
+
+async def test_channel_state_survives_and_is_replaced(hub: RunningHub) -> None:
+    ctx = hub.hub.ctx
+    assert await ctx.load_state("email", "main", "cursor:INBOX") is None
+    await ctx.save_state("email", "main", "cursor:INBOX", {"uidvalidity": 7, "last_uid": 41})
+    await ctx.save_state("email", "main", "cursor:INBOX", {"uidvalidity": 7, "last_uid": 42})
+    await ctx.save_state("email", "other", "cursor:INBOX", {"uidvalidity": 1, "last_uid": 1})
+    assert await ctx.load_state("email", "main", "cursor:INBOX") == {
+        "uidvalidity": 7,
+        "last_uid": 42,
+    }
+    assert await ctx.load_state("instagram", "main", "cursor:INBOX") is None
