@@ -42,6 +42,7 @@ class StreamConsumer:
         max_deliveries: int = 5,
         batch: int = 50,
         block_ms: int = 1_000,
+        lane: Callable[[Entry], str] | None = None,
     ) -> None:
         self.bus = bus
         self.redis = bus.redis
@@ -53,6 +54,10 @@ class StreamConsumer:
         self.claim_idle_ms = claim_idle_ms
         self.max_deliveries = max_deliveries
         self.batch = batch
+        # Entries of one stream with the same lane (say, one chat) are handled in order; other
+        # lanes go at the same time, so a chat that must wait (Telegram's one message a
+        # second) does not hold up every other chat of its channel.
+        self.lane = lane
         self.block_ms = min(block_ms, max(50, claim_idle_ms // 2))
         self._recovering: set[str] = set()
         self._groups_ready: set[str] = set()
@@ -161,7 +166,7 @@ class StreamConsumer:
             [Entry(stream, eid, fields or {}) for eid, fields in entries]
             for stream, entries in parse_entries(reply)
         ]
-        counts = await asyncio.gather(*(self._handle_sequence(b) for b in batches))
+        counts = await asyncio.gather(*(self._handle_lanes(b) for b in batches))
         return handled + sum(counts)
 
     async def _ensure_groups(self, streams: list[str]) -> None:
@@ -195,7 +200,20 @@ class StreamConsumer:
                 await self._ack(Entry(stream, eid, {}))
                 continue
             entries.append(Entry(stream, eid, fields, deliveries=counts.get(eid, 1)))
-        return await self._handle_sequence(entries)
+        return await self._handle_lanes(entries)
+
+    async def _handle_lanes(self, entries: list[Entry]) -> int:
+        if self.lane is None:
+            return await self._handle_sequence(entries)
+        lanes: dict[str, list[Entry]] = {}
+        for entry in entries:
+            try:
+                key = self.lane(entry)
+            except Exception:
+                key = ""  # a malformed entry: the handler dead-letters it in its lane
+            lanes.setdefault(key, []).append(entry)
+        counts = await asyncio.gather(*(self._handle_sequence(lane) for lane in lanes.values()))
+        return sum(counts)
 
     async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
         rows = await self.redis.xpending_range(

@@ -9,6 +9,7 @@ replayed dead letter does not message the client twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -72,6 +73,7 @@ class Dispatcher:
             streams=[outbound_stream(ch) for ch in sorted(self.channels)],
             claim_idle_ms=claim_idle_ms,
             max_deliveries=max_deliveries,
+            lane=chat_lane,
         )
 
     async def handle(self, entry: Entry) -> None:
@@ -154,3 +156,9 @@ class Dispatcher:
 
 def _failed(msg: OutboundMessage, error: str) -> DeliveryStatus:
     return DeliveryStatus(outbound_id=msg.id, status=DeliveryState.failed, error=error)
+
+
+def chat_lane(entry: Entry) -> str:
+    """One chat's replies go out in order; different chats' at the same time."""
+    data = json.loads(entry.data)
+    return f"{data.get('inbox')}\x1f{data.get('chat_id')}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from sqlmodel import select
@@ -38,7 +39,7 @@ class FlakyChannel(Channel):
         )
 
 
-async def _conversation(hub) -> Conversation:
+async def _conversation(hub, chat_id: str = "+380501112233") -> Conversation:
     from crm_store.conversations import open_conversation
     from crm_store.models import Client
     from crm_store.timeutil import utcnow
@@ -52,7 +53,7 @@ async def _conversation(hub) -> Conversation:
             client_id=client.id,
             channel="sms",
             inbox="main",
-            chat_id="+380501112233",
+            chat_id=chat_id,
             now=utcnow(),
         )
     return conv
@@ -118,6 +119,51 @@ async def test_transient_failures_retry_with_backoff_then_permanent_fails(settin
                 )
             ).one()
         assert row.status == "failed" and "not a valid phone number" in (row.error or "")
+    finally:
+        await hub.close()
+
+
+class GatedChannel(Channel):
+    """A provider that holds the first message to one chat until let go (a chat waiting out
+    Telegram's one-message-a-second limit), and records the order of sends."""
+
+    name = "sms"
+
+    def __init__(self, held_chat: str) -> None:
+        self.held_chat = held_chat
+        self.gate = asyncio.Event()
+        self.sent: list[str] = []
+
+    async def send(self, msg: OutboundMessage) -> DeliveryStatus:
+        if msg.chat_id == self.held_chat and not self.gate.is_set():
+            await self.gate.wait()
+        self.sent.append(msg.text)
+        return DeliveryStatus(outbound_id=msg.id, status=DeliveryState.sent)
+
+
+async def test_a_waiting_chat_does_not_hold_up_the_others(settings, redis) -> None:
+    from hub.state import Hub
+
+    hub = Hub(settings, run_router=False, run_bots=False, run_dispatcher=False)
+    await hub.open()
+    try:
+        slow, other = (
+            await _conversation(hub, "+380501112233"),
+            await _conversation(hub, "+380671112233"),
+        )
+        channel = GatedChannel(held_chat="+380501112233")
+        dispatcher = Dispatcher(hub.bus, hub.sessions, {"sms": channel})
+        for conv, text in ((slow, "A1"), (slow, "A2"), (other, "B1")):
+            await send_reply(
+                hub.sessions, hub.bus, conversation_id=conv.id, text=text, author=Author.system
+            )
+        consumer = dispatcher.consumer("test-dispatch", claim_idle_ms=300, max_deliveries=3)
+        polling = asyncio.create_task(consumer.poll_once())
+        await eventually(lambda: asyncio.sleep(0, channel.sent == ["B1"]))
+        assert not polling.done()
+        channel.gate.set()
+        assert await polling == 3
+        assert channel.sent == ["B1", "A1", "A2"]  # the held chat's own order kept
     finally:
         await hub.close()
 
