@@ -155,7 +155,11 @@ async def test_the_bot_never_answers_a_machine(settings, redis) -> None:
     try:
         robot = sms(1, "What are your prices?", automated=True)
         person = sms(2, "What are your prices?").model_copy(
-            update={"chat_id": "+380501112233", "sender_id": "+380501112233", "contact": {}}
+            update={
+                "chat_id": "+380501112233",
+                "sender_id": "+380501112233",
+                "contact": ContactHints(),
+            }
         )
         await running.hub.bus.publish_inbound(robot)
         await running.hub.bus.publish_inbound(person)
