@@ -42,6 +42,7 @@ from channels.base import (
 )
 from channels.http_body import read_limited, read_stream
 from channels.sms_segments import count_segments
+from channels.text_split import split_text as split_parts
 from channels.twilio_signature import is_valid
 from hub.config import Settings
 from hub.messages import (
@@ -235,18 +236,8 @@ def with_choices(text: str, choices: list[str]) -> str:
 
 
 def split_body(text: str, limit: int = MAX_BODY_CHARS) -> list[str]:
-    """Twilio takes up to 1600 characters a message: longer texts go as several, cut at a
-    line break or a space where there is one."""
-    parts: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        cut = max(rest.rfind("\n", 0, limit), rest.rfind(" ", 0, limit))
-        if cut < limit // 2:
-            cut = limit
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    parts.append(rest)
-    return [p for p in parts if p] or [""]
+    """Twilio takes up to 1600 characters a message: longer texts go as several."""
+    return split_parts(text, limit, utf16=False) or [""]
 
 
 def attachment_kind(mime: str | None) -> str:

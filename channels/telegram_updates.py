@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from channels.text_split import split_text as split_parts
 from hub.messages import Attachment, ContactHints, InboundMessage
 
 # The update types the channel asks for (setWebhook / getUpdates `allowed_updates`).
@@ -401,33 +402,4 @@ TEXT_LIMIT = 4096  # Telegram counts UTF-16 code units
 
 
 def split_text(text: str, limit: int = TEXT_LIMIT) -> list[str]:
-    """Cut a long text into messages Telegram accepts, at a paragraph, line or word break."""
-    parts: list[str] = []
-    rest = text.strip()
-    while _units(rest) > limit:
-        fits = _fitting(rest, limit)
-        cut = fits
-        for sep in ("\n\n", "\n", " "):
-            at = rest.rfind(sep, 0, fits)
-            if at > fits // 2:
-                cut = at
-                break
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest:
-        parts.append(rest)
-    return [p for p in parts if p]
-
-
-def _units(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _fitting(text: str, limit: int) -> int:
-    """How many characters of `text` fit in `limit` UTF-16 code units."""
-    units = 0
-    for i, ch in enumerate(text):
-        units += 2 if ord(ch) > 0xFFFF else 1
-        if units > limit:
-            return i
-    return len(text)
+    return split_parts(text, limit)

@@ -48,6 +48,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, V
 
 from channels.base import Channel, ChannelContext, PermanentSendError, Route
 from channels.http_body import read_limited
+from channels.text_split import split_text as split_parts
 from hub.config import Settings
 from hub.messages import (
     Attachment,
@@ -425,36 +426,7 @@ def inbound_of(
 
 
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Cut a long text at a paragraph, line or word break into parts of at most `limit`
-    UTF-16 units (as many as Viber's count can be)."""
-    parts: list[str] = []
-    rest = text.strip()
-    while _units(rest) > limit:
-        fits = _fitting(rest, limit)
-        cut = fits
-        for sep in ("\n\n", "\n", " "):
-            at = rest.rfind(sep, 0, fits)
-            if at > fits // 2:
-                cut = at
-                break
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest:
-        parts.append(rest)
-    return [p for p in parts if p]
-
-
-def _units(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _fitting(text: str, limit: int) -> int:
-    units = 0
-    for i, ch in enumerate(text):
-        units += 2 if ord(ch) > 0xFFFF else 1
-        if units > limit:
-            return i
-    return len(text)
+    return split_parts(text, limit)
 
 
 def keyboard(replies: list[QuickReply]) -> dict[str, Any]:
