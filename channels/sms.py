@@ -41,8 +41,8 @@ from channels.base import (
     Route,
 )
 from channels.http_body import read_limited, read_stream
+from channels.layout import split_text as split_parts
 from channels.sms_segments import count_segments
-from channels.text_split import split_text as split_parts
 from channels.twilio_signature import is_valid
 from hub.config import Settings
 from hub.messages import (

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from channels.text_split import split_text as split_parts
+from channels.layout import split_text as split_parts
 from hub.messages import Attachment, ContactHints, InboundMessage
 
 # The update types the channel asks for (setWebhook / getUpdates `allowed_updates`).
@@ -363,23 +363,6 @@ def callback_data(labels: list[str]) -> list[str]:
         seen.add(data)
         out.append(data)
     return out
-
-
-def button_rows(labels: list[str], short: int = 16) -> list[list[int]]:
-    """Indexes of the buttons per row: two short labels share a row, longer ones stand alone."""
-    rows: list[list[int]] = []
-    for i, label in enumerate(labels):
-        last = rows[-1] if rows else None
-        if (
-            last is not None
-            and len(last) == 1
-            and len(label) <= short
-            and len(labels[last[0]]) <= short
-        ):
-            last.append(i)
-        else:
-            rows.append([i])
-    return rows
 
 
 def truncate_bytes(text: str, limit: int) -> str:

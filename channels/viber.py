@@ -48,7 +48,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, V
 
 from channels.base import Channel, ChannelContext, PermanentSendError, Route
 from channels.http_body import read_limited
-from channels.text_split import split_text as split_parts
+from channels.layout import button_rows
+from channels.layout import split_text as split_parts
 from hub.config import Settings
 from hub.messages import (
     Attachment,
@@ -434,7 +435,7 @@ def keyboard(replies: list[QuickReply]) -> dict[str, Any]:
     labels share a row (3 of the 6 columns each); longer ones take a row of their own."""
     labels = [q.text for q in replies][:MAX_BUTTONS]
     buttons = []
-    for row in _rows(labels):
+    for row in button_rows(labels):
         for i in row:
             buttons.append(
                 {
@@ -448,22 +449,6 @@ def keyboard(replies: list[QuickReply]) -> dict[str, Any]:
                 }
             )
     return {"Type": "keyboard", "DefaultHeight": False, "Buttons": buttons}
-
-
-def _rows(labels: list[str], short: int = 16) -> list[list[int]]:
-    rows: list[list[int]] = []
-    for i, label in enumerate(labels):
-        last = rows[-1] if rows else None
-        if (
-            last is not None
-            and len(last) == 1
-            and len(label) <= short
-            and len(labels[last[0]]) <= short
-        ):
-            last.append(i)
-        else:
-            rows.append([i])
-    return rows
 
 
 def _escape(text: str) -> str:

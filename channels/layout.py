@@ -1,4 +1,4 @@
-"""Cutting a long reply into the parts a provider accepts, at a paragraph, line or word break."""
+"""How a reply is laid out for a provider: long texts cut into parts, buttons into rows."""
 
 from __future__ import annotations
 
@@ -37,3 +37,20 @@ def _fitting(text: str, limit: int, utf16: bool) -> int:
         if units > limit:
             return i
     return len(text)
+
+
+def button_rows(labels: list[str], short: int = 16) -> list[list[int]]:
+    """Indexes of the buttons per row: two short labels share a row, longer ones stand alone."""
+    rows: list[list[int]] = []
+    for i, label in enumerate(labels):
+        last = rows[-1] if rows else None
+        if (
+            last is not None
+            and len(last) == 1
+            and len(label) <= short
+            and len(labels[last[0]]) <= short
+        ):
+            last.append(i)
+        else:
+            rows.append([i])
+    return rows
