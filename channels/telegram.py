@@ -56,11 +56,11 @@ from channels.base import (
     Route,
 )
 from channels.http_body import read_limited
+from channels.layout import button_rows
 from channels.telegram_limits import SendLimits
 from channels.telegram_updates import (
     ALLOWED_UPDATES,
     TgUpdate,
-    button_rows,
     callback_data,
     interpret,
     split_text,

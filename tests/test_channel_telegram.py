@@ -22,6 +22,7 @@ import pytest
 from pydantic import SecretStr
 from sqlmodel import col, select
 
+from channels.layout import button_rows
 from channels.telegram import (
     TelegramChannel,
     TelegramUnavailable,
@@ -31,7 +32,7 @@ from channels.telegram import (
     webhook_secret,
 )
 from channels.telegram_limits import SendLimits
-from channels.telegram_updates import button_rows, callback_data, language_of, split_text
+from channels.telegram_updates import callback_data, language_of, split_text
 from crm_store.db import transaction
 from crm_store.models import ChannelIdentity, Client, Conversation, Message
 from hub.config import Settings
