@@ -112,7 +112,7 @@ async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate
 
     from crm_store.migrate import SchemaOutOfDate
     from hub.state import Hub
-    from hub.web import create_app
+    from hub.web import AccessLogger, create_app
 
     hub = Hub(settings, migrate=migrate)
     try:
@@ -128,7 +128,7 @@ async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate
     try:
         login = await load_demo(hub) if demo else None
         await hub.start()
-        runner = web.AppRunner(create_app(hub), handle_signals=False)
+        runner = web.AppRunner(create_app(hub), handle_signals=False, access_log_class=AccessLogger)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
         base = settings.hub_public_url or f"http://{host}:{port}"

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from hub.config import Settings
 from hub.state import Hub
-from hub.web import create_app
+from hub.web import AccessLogger, create_app
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ async def start_hub(settings: Settings, **hub_kwargs: Any) -> RunningHub:
     hub = Hub(settings, **hub_kwargs)
     await hub.open()
     await hub.start()
-    runner = web.AppRunner(create_app(hub), handle_signals=False)
+    runner = web.AppRunner(create_app(hub), handle_signals=False, access_log_class=AccessLogger)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
