@@ -32,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # At DEBUG these write SQL parameters (saved channel sessions among them) into the log.
+    for chatty in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
+        logging.getLogger(chatty).setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
