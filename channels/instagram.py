@@ -11,7 +11,9 @@ Inbound: Meta calls /webhooks/instagram/<inbox>. GET is the subscription handsha
 carries events, signed with `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body keyed
 with the app secret>`, checked before anything is parsed. Messages and postbacks become
 `InboundMessage`s (mid = the dedupe key, chat = the sender's IGSID); `read` marks our message
-read; echoes of our own sends, deletions, reactions and edits are acknowledged and ignored
+read; echoes (the account's own messages) go to the hub as `own` (it drops those it sent
+itself and shows the owner's replies from the app as staff replies); deletions, reactions and
+edits are acknowledged and ignored
 (channels/instagram_graph.py has the payloads). Anything Meta might send that we don't use is
 answered 200: Meta retries a non-200 for hours.
 
@@ -311,8 +313,10 @@ class InstagramChannel(Channel):
             event, self.inbox, raw, account_id=self.config.account_id, clock=self.clock
         )
         if parsed.inbound is not None:
-            # The window first: the bot's answer to this message must find it open.
-            await self._opened(parsed.inbound)
+            # The window first: the bot's answer to this message must find it open. Only the
+            # client's own messages open it.
+            if not parsed.inbound.own:
+                await self._opened(parsed.inbound)
             await self.ctx.publish(parsed.inbound)
         elif parsed.read_mid is not None:
             await self.ctx.report(

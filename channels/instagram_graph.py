@@ -378,8 +378,10 @@ def _message(
     account_id: str | None,
     clock: Clock,
 ) -> Parsed:
-    if m.is_echo or (account_id is not None and event.sender.id == account_id):
-        return Parsed(ignored="an echo of the account's own message")
+    # The account's own message: a send of the hub's coming back (the hub drops it) or the
+    # owner answering in the Instagram app (a staff reply; the bot steps back).
+    own = m.is_echo or (account_id is not None and event.sender.id == account_id)
+    client_id = event.recipient.id if own else event.sender.id
     if m.is_deleted:
         return Parsed(ignored="a deleted message (the stored copy stays)")
     attachments = [attachment_of(a) for a in m.attachments]
@@ -403,14 +405,15 @@ def _message(
         inbound=InboundMessage(
             channel="instagram",
             inbox=inbox,
-            chat_id=event.sender.id,
-            sender_id=event.sender.id,
+            chat_id=client_id,
+            sender_id=client_id,
             provider_message_id=m.mid,
             sent_at=when(event.timestamp, clock),
             text=text[:MAX_INBOUND_TEXT],
             attachments=attachments,
-            contact=ContactHints(source=source_of(m.referral)),
+            contact=ContactHints() if own else ContactHints(source=source_of(m.referral)),
             reply_to_id=reply_to_id,
+            own=own,
             raw=raw,
         )
     )

@@ -53,7 +53,7 @@ from channels.base import Channel, ChannelContext, ChannelStatus, PermanentSendE
 from channels.instagram_private_items import IgItem, IgThread, parse_item, parse_thread
 from channels.instagram_private_items import to_inbound as item_to_inbound
 from hub.config import Settings
-from hub.messages import DeliveryState, DeliveryStatus, OutboundMessage
+from hub.messages import ContactHints, DeliveryState, DeliveryStatus, OutboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -495,17 +495,34 @@ class PrivateInstagramChannel(Channel):
         users = {u.pk: u for u in thread.users}
         last_client_item: IgItem | None = None
         threads = cursors.setdefault("threads", {})
+        client = self._client_of(thread)
         for item in items:
             if item.user_id != self._viewer:
                 msg = item_to_inbound(item, thread, inbox=self.inbox, users=users)
                 if msg is not None:
                     await self.ctx.publish(msg)
                     last_client_item = item
+            elif client is not None:
+                # The account's own message: a send of the hub's (the hub drops it) or the
+                # owner writing from the phone (a staff reply there; the bot steps back).
+                msg = item_to_inbound(item, thread, inbox=self.inbox, users=users)
+                if msg is not None:
+                    await self.ctx.publish(
+                        msg.model_copy(
+                            update={"own": True, "sender_id": client, "contact": ContactHints()}
+                        )
+                    )
             # Published (or not a client's): the cursor moves past it.
             threads[thread.thread_id] = item.timestamp
         await self._save_cursors(cursors)
         if last_client_item is not None:
             await self._mark_seen(thread.thread_id, last_client_item.item_id)
+
+    def _client_of(self, thread: IgThread) -> str | None:
+        """The one person on the other side of a one-to-one thread (None in a group, where
+        the account's own messages have no single client to belong to)."""
+        others = [u.pk for u in thread.users if u.pk != self._viewer]
+        return others[0] if len(others) == 1 and not thread.is_group else None
 
     async def _items_after(self, thread: IgThread, floor: int) -> list[IgItem]:
         """The thread's items newer than `floor`, oldest first; older pages are fetched when

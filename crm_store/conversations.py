@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from crm_store.identity import Hints, resolve_client
+from crm_store.identity import Hints, Resolution, resolve_client
 from crm_store.models import Client, Conversation, Message
 from crm_store.timeutil import utcnow
 
@@ -29,6 +29,8 @@ class InboundRecord:
     duplicate: bool
     new_client: bool = False
     new_conversation: bool = False
+    # For a message the business wrote outside the hub: the status staff took it from.
+    taken_from: str | None = None
 
 
 @dataclass
@@ -81,26 +83,8 @@ async def record_inbound(
         assert conversation is not None and client is not None
         return InboundRecord(existing, conversation, client, duplicate=True)
 
-    resolved = await resolve_client(
-        session,
-        channel=data.channel,
-        inbox=data.inbox,
-        external_id=data.sender_id,
-        hints=data.hints,
-        at=now,
-        region=region,
-    )
+    resolved, conversation, opened = await _place(session, data, region=region, now=now)
     client = resolved.client
-    conversation, opened = await open_conversation(
-        session,
-        client_id=client.id,
-        channel=data.channel,
-        inbox=data.inbox,  # type: ignore[arg-type]
-        chat_id=data.chat_id,
-        now=now,
-    )
-    if conversation.client_id != client.id:
-        conversation.client_id = client.id  # type: ignore[assignment]
     message = Message(
         public_id=data.public_id or uuid.uuid4().hex,
         conversation_id=conversation.id,  # type: ignore[arg-type]
@@ -133,6 +117,96 @@ async def record_inbound(
         duplicate=False,
         new_client=resolved.new_client,
         new_conversation=opened,
+    )
+
+
+async def _place(
+    session: AsyncSession, data: InboundData, *, region: str, now: datetime
+) -> tuple[Resolution, Conversation, bool]:
+    """The client card (resolved from the chat's person) and the chat's open conversation."""
+    resolved = await resolve_client(
+        session,
+        channel=data.channel,
+        inbox=data.inbox,
+        external_id=data.sender_id,
+        hints=data.hints,
+        at=now,
+        region=region,
+    )
+    client = resolved.client
+    conversation, opened = await open_conversation(
+        session,
+        client_id=client.id,
+        channel=data.channel,
+        inbox=data.inbox,  # type: ignore[arg-type]
+        chat_id=data.chat_id,
+        now=now,
+    )
+    if conversation.client_id != client.id:
+        conversation.client_id = client.id  # type: ignore[assignment]
+    return resolved, conversation, opened
+
+
+# An echo that comes back before the send's own answer was stored is recognised by its text.
+ECHO_WINDOW = timedelta(minutes=2)
+
+
+async def record_own(
+    session: AsyncSession, data: InboundData, *, region: str = "UA", now: datetime | None = None
+) -> InboundRecord | None:
+    """A message the business wrote outside the hub (the owner answering from the Instagram
+    app): stored as a staff reply, and the conversation goes to staff so the bot keeps quiet.
+    `data.sender_id` is the client's id (the other side of the chat).
+
+    None for the echo of a message the hub sent itself (known by its provider id or, when the
+    echo outran the send's answer or is one part of a long reply, by its text sent to the same
+    chat a moment ago) and for a copy already stored."""
+    now = now or utcnow()
+    if await outbound_by_provider_id(session, data.channel, data.provider_message_id):
+        return None
+    resolved, conversation, opened = await _place(session, data, region=region, now=now)
+    recent = (
+        await session.exec(
+            select(Message.text).where(
+                Message.conversation_id == conversation.id,
+                Message.direction == "out",
+                Message.created_at >= now - ECHO_WINDOW,
+            )
+        )
+    ).all()
+    # A long reply goes out in parts, each echoed with an id of its own: a part is ours too.
+    if data.text.strip() and any(data.text.strip() in (text or "") for text in recent):
+        return None
+    message = Message(
+        public_id=data.public_id or uuid.uuid4().hex,
+        conversation_id=conversation.id,  # type: ignore[arg-type]
+        client_id=resolved.client.id,  # type: ignore[arg-type]
+        channel=data.channel,
+        inbox=data.inbox,
+        direction="out",
+        author="staff",
+        text=data.text,
+        attachments=data.attachments,
+        provider_message_id=data.provider_message_id,
+        status="sent",
+        sent_at=data.sent_at,
+        created_at=now,
+        status_at=now,
+    )
+    session.add(message)
+    conversation.last_message_at = now
+    taken_from = conversation.status if conversation.status in ("bot", "waiting") else None
+    if taken_from:
+        conversation.status = "human"
+    await session.flush()
+    return InboundRecord(
+        message,
+        conversation,
+        resolved.client,
+        duplicate=False,
+        new_client=resolved.new_client,
+        new_conversation=opened,
+        taken_from=taken_from,
     )
 
 

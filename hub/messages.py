@@ -73,6 +73,10 @@ class InboundMessage(_Model):
     # Written by a machine (an auto-reply, a bounce, list mail): stored and shown, never
     # answered by the bot, so two robots can't answer each other forever.
     automated: bool = False
+    # Written by the business itself outside the hub (the owner answering from the Instagram
+    # app): stored as a staff reply and staff take the chat, so the bot keeps quiet. Here
+    # `sender_id` is the client's id (the other side of the chat), not the business's.
+    own: bool = False
     raw: dict[str, Any] | None = None
 
     @field_validator("sent_at", "received_at")

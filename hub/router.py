@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from crm_store.conversations import InboundData, InboundRecord, record_inbound
+from crm_store.conversations import InboundData, InboundRecord, record_inbound, record_own
 from crm_store.db import transaction
 from crm_store.identity import Hints, set_consent
 from hub import metrics
@@ -83,6 +83,9 @@ class Router:
             msg = InboundMessage.model_validate_json(entry.data)
         except ValidationError as exc:
             raise PermanentError(f"malformed inbound message: {_short(exc)}") from None
+        if msg.own:
+            await self.handle_own(msg)
+            return
         record = await self.store(msg)
         if self.hooks.after_commit:
             self.hooks.after_commit(msg)
@@ -98,6 +101,35 @@ class Router:
             metrics.MESSAGES_IN.labels(channel).inc()
             latency = (utcnow() - msg.received_at).total_seconds()
             metrics.PIPELINE_LATENCY.labels(channel).observe(max(latency, 0.0))
+
+    async def handle_own(self, msg: InboundMessage) -> None:
+        """The business wrote in the provider's own app: a staff reply, and staff have the
+        chat now. The echo of the hub's own send is dropped (a redelivered copy too, so a
+        crash between commit and publish loses only the live update, not the message)."""
+        data = to_store(msg)
+        for attempt in range(3):
+            try:
+                async with transaction(self.sessions) as session:
+                    record = await record_own(session, data, region=self.region)
+                break
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        if record is None:
+            return
+        conversation = record.conversation
+        await self.bus.publish_event(**message_event(record.message, conversation), bot_reply=False)
+        if record.taken_from:
+            await self.bus.publish_event(
+                "conversation",
+                conversation_id=conversation.id,
+                client_id=conversation.client_id,
+                status=conversation.status,
+                previous=record.taken_from,
+                reason=f"staff replied in the {msg.channel} app",
+                staff_id=None,
+            )
+        metrics.MESSAGES_OUT.labels(msg.channel, "sent").inc()
 
     async def store(self, msg: InboundMessage) -> InboundRecord:
         data = to_store(msg)

@@ -35,7 +35,7 @@ from channels.instagram_graph import (
     split_text,
     token_matches,
 )
-from crm_store.models import ChannelIdentity, Client, Message
+from crm_store.models import ChannelIdentity, Client, Conversation, Message
 from hub.config import Settings
 from hub.messages import Attachment, Author, InboundMessage, OutboundMessage, QuickReply
 from hub.replies import send_reply
@@ -213,9 +213,6 @@ def test_the_documented_notifications() -> None:
     assert parse(_doc_event(read={"mid": "M1"})).read_mid == "M1"
     ignored = [
         _doc_event(message={"mid": "M1", "is_deleted": True}),
-        _doc_event(message={"mid": "M1", "text": "echo", "is_echo": True}),
-        # Sent from the account itself without the flag: still ours.
-        {**_doc_event(message={"mid": "M10", "text": "ours"}), "sender": {"id": "IGID"}},
         _doc_event(reaction={"mid": "M1", "action": "react", "reaction": "love", "emoji": "❤"}),
         _doc_event(message_edit={"mid": "M1", "text": "new", "num_edit": 1}),
         _doc_event(referral={"ref": "x", "source": "IGME", "type": "OPEN_THREAD"}),
@@ -225,6 +222,24 @@ def test_the_documented_notifications() -> None:
     for raw in ignored:
         outcome = parse(raw)
         assert outcome.inbound is None and outcome.read_mid is None and outcome.ignored, raw
+    # The account's own messages (flagged, or sent from the account without the flag) go to
+    # the hub as `own`, in the chat of the person they were sent to.
+    echoes = [
+        {
+            **_doc_event(message={"mid": "M1", "text": "echo", "is_echo": True}),
+            "sender": {"id": "IGID"},
+            "recipient": {"id": "IGSID"},
+        },
+        {
+            **_doc_event(message={"mid": "M10", "text": "ours"}),
+            "sender": {"id": "IGID"},
+            "recipient": {"id": "IGSID"},
+        },
+    ]
+    for raw in echoes:
+        own = parse(raw).inbound
+        assert own is not None and own.own, raw
+        assert own.chat_id == own.sender_id == "IGSID"
 
 
 def test_signatures_window_and_helpers() -> None:
@@ -623,6 +638,16 @@ async def test_the_bot_answers_a_message_retried_three_times_stored_once(
         await settled(running, last.public_id, "read")
         assert len(await rows(running, Message, Message.direction == "in")) == 1
         assert await stored_in(running, "Привіт! Є вільний час на манікюр?")
+
+        # The owner answers from the Instagram app: a staff reply, and the bot steps back.
+        owner = echo_event(client, "Вітаю! Це Олена, підкажу особисто.", mid="OWNER-1")
+        assert await call(running, notification(owner)) == (200, "")
+        (by_staff,) = await eventually(
+            lambda: _sent_rows(running, Message.direction == "out", Message.author == "staff")
+        )
+        assert by_staff.provider_message_id == "OWNER-1"
+        (conversation,) = await rows(running, Conversation)
+        assert conversation.status == "human"
     finally:
         await running.stop()
 

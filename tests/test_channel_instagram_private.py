@@ -307,6 +307,25 @@ async def test_messages_land_once_and_replies_go_back_to_the_thread(
         second = await channel.send(msg)
         assert first.provider_message_id == second.provider_message_id
         assert [s["text"] for s in fake.sends].count("Once only") == 1
+
+        # The owner answers Olena from the phone: a staff reply in her conversation, and the
+        # bot steps back. (The hub's own sends seen in the inbox are not stored again; "Once
+        # only" above went round the hub, straight to the channel, so it reads as staff's.)
+        fake.add_item(thread, fake.text_item(fake.viewer, "Олено, це Ірина, підкажу особисто"))
+        await polled(channel)
+        (by_owner,) = await eventually(
+            lambda: rows(
+                again,
+                Message,
+                Message.author == "staff",
+                Message.text == "Олено, це Ірина, підкажу особисто",
+            )
+        )
+        staff = await rows(again, Message, Message.author == "staff")
+        assert sorted(m.text for m in staff) == ["Once only", by_owner.text]
+        (conversation,) = await rows(again, Conversation, Conversation.chat_id == thread)
+        assert conversation.status == "human"
+        assert conversation.id == by_owner.conversation_id
     finally:
         await again.stop()
     # Neither the password nor the session (cookies, token) reaches a log, instagrapi's

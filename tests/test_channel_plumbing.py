@@ -192,3 +192,59 @@ async def test_channel_state_survives_and_is_replaced(hub: RunningHub) -> None:
         "last_uid": 42,
     }
     assert await ctx.load_state("instagram", "main", "cursor:INBOX") is None
+
+
+async def test_a_reply_from_the_providers_app_is_staff_taking_the_chat(settings, redis) -> None:
+    """The owner answers from the Instagram app: the hub shows it as a staff reply and the bot
+    steps back; the echoes of the hub's own sends are not stored twice."""
+    del redis
+    running = await start_hub(settings.model_copy(update={"hub_bot": "offline"}))
+    hub = running.hub
+
+    def ig(mid: str, text: str, **fields: Any) -> InboundMessage:
+        return InboundMessage(
+            channel="instagram",
+            inbox="main",
+            chat_id="1784",
+            sender_id="1784",
+            provider_message_id=mid,
+            text=text,
+            **fields,
+        )
+
+    async def outbound() -> list[Message]:
+        return await rows(running, Message, Message.direction == "out")
+
+    try:
+        await hub.bus.publish_inbound(ig("m1", "Hi! What are your prices?"))
+        (bot_reply,) = await eventually(outbound)
+        assert bot_reply.author == "bot" and bot_reply.provider_message_id is None
+        # The echo of the bot's reply outran the send's answer: known by its text.
+        await hub.bus.publish_inbound(ig("e1", bot_reply.text, own=True))
+        # The send's answer came; a later echo is known by its id.
+        await hub.dispatcher.record(
+            DeliveryStatus(
+                outbound_id=bot_reply.public_id, status=DeliveryState.sent, provider_message_id="e2"
+            )
+        )
+        await hub.bus.publish_inbound(ig("e2", "(the same reply, as Meta echoes it)", own=True))
+        # The owner writes from the phone, and Meta retries that webhook.
+        for _ in range(2):
+            await hub.bus.publish_inbound(ig("o1", "Олена на зв'язку, зараз підкажу!", own=True))
+
+        async def by_staff() -> list[Message]:
+            return [m for m in await outbound() if m.author == "staff"]
+
+        (own,) = await eventually(by_staff)
+        assert own.text == "Олена на зв'язку, зараз підкажу!" and own.status == "sent"
+        assert own.provider_message_id == "o1"
+        (conversation,) = await rows(running, Conversation, Conversation.chat_id == "1784")
+        assert conversation.status == "human"
+        # Everything up to the owner's message is handled in order: nothing else was stored.
+        assert [m.provider_message_id for m in await outbound()] == ["e2", "o1"]
+        (card,) = await rows(running, Client, Client.id == conversation.client_id)
+        assert (await rows(running, ChannelIdentity, ChannelIdentity.client_id == card.id))[
+            0
+        ].external_id == "1784"
+    finally:
+        await running.stop()
