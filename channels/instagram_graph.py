@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from channels.layout import split_text as split_parts
 from hub.messages import Attachment, ContactHints, InboundMessage, QuickReply
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -451,33 +452,7 @@ def _postback(
 
 
 def split_text(text: str, limit: int = MAX_TEXT_BYTES) -> list[str]:
-    """Cut a long text at a paragraph, line or word break into parts of at most `limit`
-    UTF-8 bytes."""
-    parts: list[str] = []
-    rest = text.strip()
-    while len(rest.encode()) > limit:
-        fits = _fitting(rest, limit)
-        cut = fits
-        for sep in ("\n\n", "\n", " "):
-            at = rest.rfind(sep, 0, fits)
-            if at > fits // 2:
-                cut = at
-                break
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest:
-        parts.append(rest)
-    return [p for p in parts if p]
-
-
-def _fitting(text: str, limit: int) -> int:
-    """How many characters of `text` fit in `limit` UTF-8 bytes."""
-    size = 0
-    for i, ch in enumerate(text):
-        size += len(ch.encode())
-        if size > limit:
-            return max(i, 1)
-    return len(text)
+    return split_parts(text, limit, unit="utf8")
 
 
 def quick_replies(replies: list[QuickReply]) -> list[dict[str, str]]:

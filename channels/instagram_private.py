@@ -52,6 +52,7 @@ from channels import instagram_private_api as api
 from channels.base import Channel, ChannelContext, ChannelStatus, PermanentSendError
 from channels.instagram_private_items import IgItem, IgThread, parse_item, parse_thread
 from channels.instagram_private_items import to_inbound as item_to_inbound
+from channels.layout import split_text as split_parts
 from hub.config import Settings
 from hub.messages import ContactHints, DeliveryState, DeliveryStatus, OutboundMessage
 
@@ -776,19 +777,8 @@ def _is_picture(body: bytes) -> bool:
 
 
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Instagram takes about 1000 characters a message: longer texts go as several, cut at
-    a line break or a space where there is one."""
-    parts: list[str] = []
-    rest = text
-    while len(rest) > limit:
-        cut = max(rest.rfind("\n", 0, limit), rest.rfind(" ", 0, limit))
-        if cut < limit // 2:
-            cut = limit
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest:
-        parts.append(rest)
-    return parts
+    """Instagram takes about 1000 characters a message: longer texts go as several."""
+    return split_parts(text, limit, unit="chars")
 
 
 def from_settings(settings: Settings, ctx: ChannelContext) -> PrivateInstagramChannel | None:

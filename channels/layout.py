@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Literal
 
-def split_text(text: str, limit: int, *, utf16: bool = True) -> list[str]:
-    """Parts of at most `limit` units each: UTF-16 code units (Telegram's and Viber's count,
-    where an emoji outside the BMP is two) or, with `utf16=False`, characters (Twilio's)."""
+Unit = Literal["utf16", "utf8", "chars"]
+
+
+def split_text(text: str, limit: int, *, unit: Unit = "utf16") -> list[str]:
+    """Parts of at most `limit` units each, cut at a paragraph, line or word break where one
+    falls in the second half of a part. Units: UTF-16 code units (Telegram's and Viber's count,
+    an emoji outside the BMP is two), UTF-8 bytes (Instagram's) or characters (Twilio's)."""
     parts: list[str] = []
     rest = text.strip()
-    while _units(rest, utf16) > limit:
-        fits = _fitting(rest, limit, utf16)
+    while _size(rest, unit) > limit:
+        fits = _fitting(rest, limit, unit)
         cut = fits
         for sep in ("\n\n", "\n", " "):
             at = rest.rfind(sep, 0, fits)
@@ -23,19 +28,24 @@ def split_text(text: str, limit: int, *, utf16: bool = True) -> list[str]:
     return [p for p in parts if p]
 
 
-def _units(text: str, utf16: bool) -> int:
-    return len(text.encode("utf-16-le")) // 2 if utf16 else len(text)
+def _size(text: str, unit: Unit) -> int:
+    if unit == "utf16":
+        return len(text.encode("utf-16-le")) // 2
+    if unit == "utf8":
+        return len(text.encode())
+    return len(text)
 
 
-def _fitting(text: str, limit: int, utf16: bool) -> int:
-    """How many characters of `text` fit in `limit` units."""
-    if not utf16:
-        return min(len(text), limit)
-    units = 0
+def _fitting(text: str, limit: int, unit: Unit) -> int:
+    """How many characters of `text` fit in `limit` units (at least one, so a part is never
+    empty)."""
+    if unit == "chars":
+        return max(1, min(len(text), limit))
+    size = 0
     for i, ch in enumerate(text):
-        units += 2 if ord(ch) > 0xFFFF else 1
-        if units > limit:
-            return i
+        size += _size(ch, unit)
+        if size > limit:
+            return max(i, 1)
     return len(text)
 
 

@@ -237,7 +237,7 @@ def with_choices(text: str, choices: list[str]) -> str:
 
 def split_body(text: str, limit: int = MAX_BODY_CHARS) -> list[str]:
     """Twilio takes up to 1600 characters a message: longer texts go as several."""
-    return split_parts(text, limit, utf16=False) or [""]
+    return split_parts(text, limit, unit="chars") or [""]
 
 
 def attachment_kind(mime: str | None) -> str:
