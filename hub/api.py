@@ -40,23 +40,37 @@ class ReplyBody(BaseModel):
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginBody)
     hub = hub_of(request)
+    address = request.remote or "unknown"
+    wait = await auth.login_blocked(hub.redis, body.email, address)
+    if wait:
+        log.info("login refused: too many failed attempts")
+        return web.json_response(
+            {"error": "too many failed attempts; try again later", "retry_after": wait},
+            status=429,
+            headers={"Retry-After": str(wait)},
+        )
     async with transaction(hub.sessions) as session:
         staff = await authenticate(session, body.email, body.password)
     if staff is None:
+        await auth.login_failed(hub.redis, body.email, address)
         log.info("failed staff login")
         return web.json_response({"error": "wrong email or password"}, status=401)
+    await auth.login_succeeded(hub.redis, body.email, address)
     settings = hub.settings
-    token = await auth.open_session(hub.redis, staff.id, settings.hub_session_days * 86400)  # type: ignore[arg-type]
-    response = web.json_response(_staff_json(staff))
-    response.set_cookie(
-        auth.COOKIE,
-        token,
-        httponly=True,
-        samesite="Strict",
-        secure=settings.cookie_secure,
-        max_age=settings.hub_session_days * 86400,
-        path="/",
-    )
+    max_age = settings.hub_session_days * 86400
+    token, csrf = await auth.open_session(hub.redis, staff.id, max_age)  # type: ignore[arg-type]
+    response = web.json_response({**_staff_json(staff), "csrf_token": csrf})
+    for name, value, httponly in ((auth.COOKIE, token, True), (auth.CSRF_COOKIE, csrf, False)):
+        # The CSRF cookie is readable by the inbox's scripts, which send it back as a header.
+        response.set_cookie(
+            name,
+            value,
+            httponly=httponly,
+            samesite="Strict",
+            secure=settings.cookie_secure,
+            max_age=max_age,
+            path="/",
+        )
     return response
 
 
@@ -65,6 +79,7 @@ async def logout(request: web.Request) -> web.Response:
     await auth.close_session(hub_of(request).redis, request.cookies.get(auth.COOKIE))
     response = web.json_response({"ok": True})
     response.del_cookie(auth.COOKIE, path="/")
+    response.del_cookie(auth.CSRF_COOKIE, path="/")
     return response
 
 
@@ -74,7 +89,7 @@ async def me(request: web.Request) -> web.Response:
         staff = await session.get(Staff, request[auth.STAFF_KEY])
     if staff is None or not staff.active:
         raise refuse(web.HTTPUnauthorized, "not signed in")
-    return web.json_response(_staff_json(staff))
+    return web.json_response({**_staff_json(staff), "csrf_token": request[auth.CSRF_KEY]})
 
 
 @routes.get("/api/channels")

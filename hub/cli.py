@@ -136,6 +136,7 @@ async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate
         await web.TCPSite(runner, host, port).start()
         base = settings.hub_public_url or f"http://{host}:{port}"
         print(f"\nThe hub is running at {base}", flush=True)
+        print(f"  staff inbox:                  {base}/inbox", flush=True)
         print(f"  web chat (write as a client): {base}/chat", flush=True)
         print(f"  staff API:                    {base}/api/  (POST /api/auth/login)", flush=True)
         print(f"  health:                       {base}/healthz", flush=True)

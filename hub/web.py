@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from hub import api, auth, booking_api, clients_api, metrics
+from hub import api, auth, booking_api, clients_api, metrics, ui
 from hub.bus import DEAD_STREAM, inbound_stream, outbound_stream
 from hub.outbound import GROUP as DISPATCH_GROUP
 from hub.router import GROUP as ROUTER_GROUP
@@ -87,7 +87,8 @@ async def index(request: web.Request) -> web.Response:
     del request
     return web.Response(
         text=(
-            "Salon hub is running.\n  web chat:  /chat\n  staff API: /api/\n  health:    /healthz\n"
+            "Salon hub is running.\n  staff inbox: /inbox\n  web chat:    /chat\n"
+            "  staff API:   /api/\n  health:      /healthz\n"
         ),
         content_type="text/plain",
     )
@@ -105,6 +106,7 @@ def create_app(hub: Hub) -> web.Application:
     app.add_routes(api.routes)
     app.add_routes(booking_api.routes)
     app.add_routes(clients_api.routes)
+    ui.setup(app)
     for channel in hub.channels.values():
         for route in channel.routes():
             app.router.add_route(route.method, route.path, route.handler, name=route.name)

@@ -59,9 +59,13 @@ async def eventually(
 
 
 async def login(session: aiohttp.ClientSession, base_url: str, email: str, password: str) -> int:
+    """Sign in; on success the session sends the CSRF token with every later request, as the
+    inbox's pages do."""
     async with session.post(
         f"{base_url}/api/auth/login", json={"email": email, "password": password}
     ) as response:
+        if response.status == 200:
+            session.headers["X-CSRF-Token"] = (await response.json())["csrf_token"]
         return response.status
 
 
