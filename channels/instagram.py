@@ -36,7 +36,6 @@ import asyncio
 import json
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +61,7 @@ from channels.instagram_graph import (
     token_matches,
     web_url,
 )
+from channels.parts import PartsSent
 from hub.config import Settings
 from hub.messages import (
     Author,
@@ -180,7 +180,7 @@ class InstagramChannel(Channel):
         self.username: str | None = None  # the account's, as Meta knows it
         self._status = ChannelStatus()
         # Parts of a long message already sent, so a retried send does not repeat them.
-        self._progress: OrderedDict[str, list[str]] = OrderedDict()
+        self.parts = PartsSent()
 
     def __repr__(self) -> str:
         return f"InstagramChannel(inbox={self.inbox!r}, account_id={self.config.account_id!r})"
@@ -363,17 +363,11 @@ class InstagramChannel(Channel):
         if decision.refused:
             log.info("instagram %s: a reply outside the window refused", self.inbox)
             raise PermanentSendError(decision.refused)
-        sent = list(self._progress.get(msg.id, ()))
-        for n, step in enumerate(steps):
-            if n < len(sent):
-                continue  # went out on an earlier attempt
-            outcome = await self._send_one(msg, step, decision.tag)
-            if isinstance(outcome, DeliveryStatus):
-                self._progress.pop(msg.id, None)
-                return outcome
-            sent.append(outcome)
-            self._remember(msg.id, sent)
-        self._progress.pop(msg.id, None)
+        sent = await self.parts.send(
+            msg.id, steps, lambda _, step: self._send_one(msg, step, decision.tag)
+        )
+        if isinstance(sent, DeliveryStatus):
+            return sent
         # The last part's id: a "read" of it means the whole message was read.
         return DeliveryStatus(
             outbound_id=msg.id,
@@ -454,12 +448,6 @@ class InstagramChannel(Channel):
                 return resp.status, await resp.read(), resp.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise InstagramUnavailable(f"Meta unreachable: {type(exc).__name__}") from None
-
-    def _remember(self, outbound_id: str, sent: list[str]) -> None:
-        self._progress[outbound_id] = list(sent)
-        self._progress.move_to_end(outbound_id)
-        while len(self._progress) > 1000:
-            self._progress.popitem(last=False)
 
 
 def _fields(exc: ValidationError) -> str:

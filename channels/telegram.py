@@ -23,7 +23,6 @@ import random
 import re
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import aclosing
 from pathlib import PurePosixPath
@@ -57,6 +56,7 @@ from channels.base import (
 )
 from channels.http_body import read_limited
 from channels.layout import button_rows
+from channels.parts import PartsSent
 from channels.telegram_limits import SendLimits
 from channels.telegram_updates import (
     ALLOWED_UPDATES,
@@ -257,7 +257,7 @@ class TelegramChannel(Channel):
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Parts of a long message already sent, so a retried send does not repeat them.
-        self._progress: OrderedDict[str, list[str]] = OrderedDict()
+        self.parts = PartsSent()
         self._rng = random.Random()
 
     def __repr__(self) -> str:
@@ -461,15 +461,12 @@ class TelegramChannel(Channel):
         if not steps:
             raise PermanentSendError("nothing to send: no text and no attachment with a URL")
         markup = keyboard(msg.quick_replies) if msg.quick_replies else None
-        sent = list(self._progress.get(msg.id, ()))
-        for n, step in enumerate(steps):
-            if n < len(sent):
-                continue  # went out on an earlier attempt
+
+        async def send_one(n: int, step: str | Attachment) -> str | DeliveryStatus:
             last = n == len(steps) - 1
             try:
                 message = await self._deliver(box, chat, step, markup if last else None)
             except _Refused as refused:
-                self._progress.pop(msg.id, None)
                 return DeliveryStatus(
                     outbound_id=msg.id,
                     status=DeliveryState.failed,
@@ -477,9 +474,11 @@ class TelegramChannel(Channel):
                     retryable=False,
                     unreachable=refused.unreachable,
                 )
-            sent.append(f"{message.chat.id}:{message.message_id}")
-            self._remember(msg.id, sent)
-        self._progress.pop(msg.id, None)
+            return f"{message.chat.id}:{message.message_id}"
+
+        sent = await self.parts.send(msg.id, steps, send_one)
+        if isinstance(sent, DeliveryStatus):
+            return sent
         return DeliveryStatus(
             outbound_id=msg.id, status=DeliveryState.sent, provider_message_id=sent[0]
         )
@@ -542,12 +541,6 @@ class TelegramChannel(Channel):
             except (TelegramAPIError, ClientDecodeError, ClientError, OSError) as exc:
                 raise TelegramUnavailable(self._safe(exc)) from None
         raise AssertionError("unreachable")
-
-    def _remember(self, outbound_id: str, sent: list[str]) -> None:
-        self._progress[outbound_id] = list(sent)
-        self._progress.move_to_end(outbound_id)
-        while len(self._progress) > 1000:
-            self._progress.popitem(last=False)
 
     # Files -----------------------------------------------------------------------------
 

@@ -33,7 +33,6 @@ import logging
 import mimetypes
 import random
 import re
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +49,7 @@ from channels.base import Channel, ChannelContext, PermanentSendError, Route
 from channels.http_body import read_limited
 from channels.layout import button_rows
 from channels.layout import split_text as split_parts
+from channels.parts import PartsSent
 from hub.config import Settings
 from hub.messages import (
     Attachment,
@@ -520,7 +520,7 @@ class ViberChannel(Channel):
         self.setup_task: asyncio.Task[None] | None = None
         self.bot: str | None = None  # the bot's name and URI, as Viber knows them
         # Parts of a long message already sent, so a retried send does not repeat them.
-        self._progress: OrderedDict[str, list[str]] = OrderedDict()
+        self.parts = PartsSent()
         self._rng = random.Random()
         self._events = {
             "message": self._on_message,
@@ -736,17 +736,9 @@ class ViberChannel(Channel):
         if msg.quick_replies:
             steps[-1]["keyboard"] = keyboard(msg.quick_replies)
             steps[-1]["min_api_version"] = KEYBOARD_API_VERSION
-        sent = list(self._progress.get(msg.id, ()))
-        for n, step in enumerate(steps):
-            if n < len(sent):
-                continue  # went out on an earlier attempt
-            outcome = await self._send_one(msg, step)
-            if isinstance(outcome, DeliveryStatus):
-                self._progress.pop(msg.id, None)
-                return outcome
-            sent.append(outcome)
-            self._remember(msg.id, sent)
-        self._progress.pop(msg.id, None)
+        sent = await self.parts.send(msg.id, steps, lambda _, step: self._send_one(msg, step))
+        if isinstance(sent, DeliveryStatus):
+            return sent
         # The last part's token: its "seen" means the whole message was read.
         return DeliveryStatus(
             outbound_id=msg.id,
@@ -823,12 +815,6 @@ class ViberChannel(Channel):
             return ApiAnswer.model_validate_json(raw)
         except ValidationError:
             raise ViberUnavailable(f"{method}: Viber answered without a status") from None
-
-    def _remember(self, outbound_id: str, sent: list[str]) -> None:
-        self._progress[outbound_id] = list(sent)
-        self._progress.move_to_end(outbound_id)
-        while len(self._progress) > 1000:
-            self._progress.popitem(last=False)
 
 
 # Helpers ----------------------------------------------------------------------------------
