@@ -23,13 +23,41 @@ from hub.embedded_redis import EmbeddedRedis
 from tests.support import RunningHub, start_hub
 
 TEST_REDIS_DB = 13  # the suite's own db number on a shared server; flushed around each test
+# On a shared server, two suites running at once must not flush each other's db: a suite
+# claims one of these db numbers (kept for the tests of this project) for its run. The claim
+# is renewed by every test, so a killed run frees its db within minutes.
+CANDIDATE_DBS = (13, 12, 11, 10, 9)
+CLAIM_KEY = "hub-test:claimed-by"
+CLAIM_TTL_S = 600
+CLAIM = f"{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _claim_db(external: str) -> int:
+    from redis import Redis
+
+    for db in CANDIDATE_DBS:
+        client = Redis.from_url(make_url_with_db(external, db))
+        try:
+            if client.set(CLAIM_KEY, CLAIM, nx=True, ex=CLAIM_TTL_S):
+                return db
+        finally:
+            client.close()
+    raise RuntimeError(f"no free Redis db among {CANDIDATE_DBS}: other suites hold them")
 
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     external = os.environ.get("HUB_TEST_REDIS_URL")
     if external:
-        yield make_url_with_db(external, TEST_REDIS_DB)
+        from redis import Redis
+
+        url = make_url_with_db(external, _claim_db(external))
+        yield url
+        client = Redis.from_url(url)
+        try:
+            client.flushdb()  # the claim goes with it
+        finally:
+            client.close()
         return
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), persistent=False)
     url = server.start()
@@ -111,8 +139,10 @@ async def redis(redis_url: str):
 
     client = Redis.from_url(redis_url, decode_responses=True)
     await client.flushdb()
+    await client.set(CLAIM_KEY, CLAIM, ex=CLAIM_TTL_S)  # still this suite's db
     yield client
     await client.flushdb()
+    await client.set(CLAIM_KEY, CLAIM, ex=CLAIM_TTL_S)
     await client.aclose()
 
 

@@ -9,8 +9,12 @@ from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
+from sqlmodel import col, select
 
+from crm_store.models import Message
 from hub.config import Settings
+from hub.messages import Author
+from hub.replies import send_reply
 from hub.state import Hub
 from hub.web import AccessLogger, create_app
 
@@ -86,3 +90,50 @@ async def next_frame(
 def client_session() -> aiohttp.ClientSession:
     """A browser-like session: keeps cookies set by 127.0.0.1 (aiohttp refuses IP cookies)."""
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+# Reading what a running hub stored -------------------------------------------------------
+
+
+async def rows(running: RunningHub, model: Any, *where: Any) -> list[Any]:
+    """Rows of a table matching `where`, in insertion order."""
+    async with running.hub.sessions() as session:
+        query = select(model).where(*where).order_by(col(model.id))
+        return list((await session.exec(query)).all())
+
+
+async def stored_in(running: RunningHub, text: str) -> Message:
+    """The one inbound message with this text, once the pipeline has stored it."""
+    (message,) = await eventually(
+        lambda: rows(running, Message, Message.direction == "in", Message.text == text)
+    )
+    return message
+
+
+async def reply(
+    running: RunningHub,
+    conversation_id: int,
+    text: str,
+    author: Author = Author.staff,
+    **kw: Any,
+) -> str:
+    """Queue a reply as staff (or `author`) would; its public id."""
+    queued = await send_reply(
+        running.hub.sessions,
+        running.hub.bus,
+        conversation_id=conversation_id,
+        text=text,
+        author=author,
+        **kw,
+    )
+    return queued.message.public_id
+
+
+async def settled(running: RunningHub, public_id: str, *states: str) -> Message:
+    """The outbound message once its delivery status is one of `states`."""
+
+    async def probe() -> Message | None:
+        (message,) = await rows(running, Message, Message.public_id == public_id)
+        return message if message.status in states else None
+
+    return await eventually(probe)

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlmodel import col, select
 
 import channels.email as email_channel
 from channels.base import AttachmentUnavailable, PermanentSendError
@@ -39,7 +38,7 @@ from tests.fakes.mail_servers import (
     make_certificate,
     server_context,
 )
-from tests.support import RunningHub, eventually, start_hub
+from tests.support import RunningHub, eventually, rows, start_hub, stored_in
 
 ADDRESS = "hello@salon.example"
 PASSWORD = "imap-secret-5d1f"  # a test password: the logs must never show it
@@ -483,19 +482,6 @@ async def email_settings(
         **overrides,
     }
     return settings.model_copy(update=values)
-
-
-async def rows(running: RunningHub, model: Any, *where: Any) -> list[Any]:
-    async with running.hub.sessions() as session:
-        query = select(model).where(*where).order_by(col(model.id))
-        return list((await session.exec(query)).all())
-
-
-async def stored_in(running: RunningHub, text: str) -> Message:
-    (message,) = await eventually(
-        lambda: rows(running, Message, Message.direction == "in", Message.text == text)
-    )
-    return message
 
 
 async def replies_to(smtp: SmtpServer, message_id: str | None) -> list[Received]:

@@ -14,7 +14,6 @@ from typing import Any
 import aiohttp
 import pytest
 from pydantic import SecretStr
-from sqlmodel import col, select
 
 from channels.base import PermanentSendError
 from channels.instagram import (
@@ -38,7 +37,6 @@ from channels.instagram_graph import (
 from crm_store.models import ChannelIdentity, Client, Conversation, Message
 from hub.config import Settings
 from hub.messages import Attachment, Author, InboundMessage, OutboundMessage, QuickReply
-from hub.replies import send_reply
 from tests.fakes.instagram_graph_server import (
     ACCESS_TOKEN,
     ACCOUNT_ID,
@@ -57,7 +55,7 @@ from tests.fakes.instagram_graph_server import (
     text_event,
     verify,
 )
-from tests.support import RunningHub, eventually, start_hub
+from tests.support import RunningHub, eventually, reply, rows, settled, start_hub, stored_in
 
 PATH = "/webhooks/instagram/main"
 T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
@@ -565,38 +563,6 @@ def channel_of(running: RunningHub) -> InstagramChannel:
 
 async def call(running: RunningHub, payload: dict[str, Any] | bytes, **kw: Any) -> tuple[int, str]:
     return await post_webhook(running.base_url, PATH, payload, **kw)
-
-
-async def rows(running: RunningHub, model: Any, *where: Any) -> list[Any]:
-    async with running.hub.sessions() as session:
-        query = select(model).where(*where).order_by(col(model.id))
-        return list((await session.exec(query)).all())
-
-
-async def stored_in(running: RunningHub, text: str) -> Message:
-    (message,) = await eventually(
-        lambda: rows(running, Message, Message.direction == "in", Message.text == text)
-    )
-    return message
-
-
-async def reply(running: RunningHub, conversation_id: int, text: str, author: Author) -> str:
-    queued = await send_reply(
-        running.hub.sessions,
-        running.hub.bus,
-        conversation_id=conversation_id,
-        text=text,
-        author=author,
-    )
-    return queued.message.public_id
-
-
-async def settled(running: RunningHub, public_id: str, *states: str) -> Message:
-    async def probe() -> Message | None:
-        (message,) = await rows(running, Message, Message.public_id == public_id)
-        return message if message.status in states else None
-
-    return await eventually(probe)
 
 
 async def test_the_bot_answers_a_message_retried_three_times_stored_once(

@@ -15,7 +15,6 @@ import responses
 from instagrapi import exceptions as ig
 from PIL import Image
 from pydantic import SecretStr
-from sqlmodel import col, select
 
 from channels import instagram_private_api as api
 from channels.base import PermanentSendError
@@ -38,7 +37,7 @@ from tests.fakes.instagram_private_server import (
     FakeInstagram,
     challenge_body,
 )
-from tests.support import RunningHub, eventually, start_hub
+from tests.support import RunningHub, eventually, rows, start_hub
 
 # Items, pure -----------------------------------------------------------------------------
 
@@ -165,7 +164,7 @@ def ig_settings(settings: Any, fake: FakeInstagram, **overrides: Any) -> Any:
         "instagram_username": USERNAME,
         "instagram_password": SecretStr(PASSWORD),
         "instagram_private_api_url": fake.base_url,
-        "instagram_poll_interval_s": 5,
+        "instagram_poll_interval_s": 3600,  # tests poll with wake(), not the clock
         "instagram_poll_jitter_s": 0,
         **overrides,
     }
@@ -190,12 +189,6 @@ async def polled(channel: PrivateInstagramChannel, times: int = 1) -> None:
             return channel.cycles > seen
 
         await eventually(done)
-
-
-async def rows(running: RunningHub, model: Any, *where: Any) -> list[Any]:
-    async with running.hub.sessions() as session:
-        query = select(model).where(*where).order_by(col(model.id))
-        return list((await session.exec(query)).all())
 
 
 async def inbound(running: RunningHub) -> list[Message]:
@@ -453,7 +446,7 @@ async def test_rate_limits_back_off_and_resume(
         await polled(channel)
         status = channel.status()
         assert status.state == "error" and "ClientError" in status.reason
-        clock.ahead += 6
+        clock.ahead += 3600 + 1  # the poll interval of ig_settings
         await polled(channel)
         assert channel.status().state == "ok" and fake.inbox_reads() == reads + 4
     finally:

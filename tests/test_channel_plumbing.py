@@ -11,7 +11,7 @@ from crm_store.models import AuditEntry, ChannelIdentity, Client, Conversation, 
 from crm_store.staff import staff_by_email
 from hub.messages import Author, ContactHints, DeliveryState, DeliveryStatus, InboundMessage
 from hub.replies import send_reply
-from tests.support import RunningHub, client_session, eventually, start_hub
+from tests.support import RunningHub, client_session, eventually, rows, start_hub
 from tests.test_webchat import add_owner
 
 
@@ -26,11 +26,6 @@ def sms(n: int, text: str, **fields: Any) -> InboundMessage:
         contact=ContactHints(phone="+380671234567"),
         **fields,
     )
-
-
-async def rows(running: RunningHub, model: Any, *where: Any) -> list[Any]:
-    async with running.hub.sessions() as session:
-        return list((await session.exec(select(model).where(*where))).all())
 
 
 async def test_receipts_keywords_unreachable_and_source(settings, redis) -> None:

@@ -12,7 +12,6 @@ import aiohttp
 import pytest
 from multidict import MultiDict
 from pydantic import SecretStr
-from sqlmodel import col, select
 from twilio.request_validator import RequestValidator
 
 from channels.base import AttachmentUnavailable
@@ -32,8 +31,7 @@ from channels.sms import (
 from channels.sms_segments import count_segments, measure
 from channels.twilio_signature import compute_signature, is_valid, url_variants
 from crm_store.models import AuditEntry, ChannelIdentity, Client, Message
-from hub.messages import Author, OutboundMessage, QuickReply
-from hub.replies import send_reply
+from hub.messages import OutboundMessage, QuickReply
 from tests.fakes.twilio_server import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -44,7 +42,7 @@ from tests.fakes.twilio_server import (
     sid,
     status_params,
 )
-from tests.support import RunningHub, eventually, start_hub
+from tests.support import RunningHub, eventually, reply, rows, settled, start_hub, stored_in
 
 PUBLIC = "https://salon.example.com"  # what Twilio calls; a reverse proxy forwards to the hub
 PATH = "/webhooks/sms/main"
@@ -369,39 +367,6 @@ async def text_in(
 ) -> tuple[int, str, str]:
     params = inbound_params(message_sid or sid("SM"), sender, body, **kw)
     return await post_webhook(running.base_url, PATH, params, signed_base=PUBLIC)
-
-
-async def rows(running: RunningHub, model: Any, *where: Any) -> list[Any]:
-    async with running.hub.sessions() as session:
-        query = select(model).where(*where).order_by(col(model.id))
-        return list((await session.exec(query)).all())
-
-
-async def stored_in(running: RunningHub, text: str) -> Message:
-    (message,) = await eventually(
-        lambda: rows(running, Message, Message.direction == "in", Message.text == text)
-    )
-    return message
-
-
-async def reply(running: RunningHub, conversation_id: int, text: str, **kw: Any) -> str:
-    queued = await send_reply(
-        running.hub.sessions,
-        running.hub.bus,
-        conversation_id=conversation_id,
-        text=text,
-        author=Author.staff,
-        **kw,
-    )
-    return queued.message.public_id
-
-
-async def settled(running: RunningHub, public_id: str, *states: str) -> Message:
-    async def probe() -> Message | None:
-        (message,) = await rows(running, Message, Message.public_id == public_id)
-        return message if message.status in states else None
-
-    return await eventually(probe)
 
 
 async def callback(running: RunningHub, query: str, params: list[tuple[str, str]]) -> int:

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlmodel import col, select
 
 from channels.layout import button_rows
 from channels.telegram import (
@@ -39,7 +38,7 @@ from hub.config import Settings
 from hub.messages import Attachment, Author, DeliveryState, OutboundMessage, QuickReply
 from hub.replies import send_reply
 from tests.fakes.telegram_server import FakeTelegram
-from tests.support import RunningHub, client_session, eventually, login, start_hub
+from tests.support import RunningHub, client_session, eventually, login, rows, start_hub
 from tests.test_webchat import add_owner
 
 TOKEN = "7123456789:AAHk3xZpQv9mN2bRt5Yw8cLd4Fg6Hj1KsEo"
@@ -221,12 +220,6 @@ async def webhook_ready(running: RunningHub, fake: FakeTelegram, token: str = TO
     """Once the channel has called setWebhook: a Hook with the secret it registered."""
     (call,) = await eventually(lambda: _async(fake.calls_of("setWebhook", ok=True, token=token)))
     return Hook(running, fake, str(call.params["secret_token"]), token)
-
-
-async def rows(running: RunningHub, model: Any, *where: Any) -> list[Any]:
-    async with running.hub.sessions() as session:
-        query = select(model).where(*where).order_by(col(model.id))
-        return list((await session.exec(query)).all())
 
 
 async def inbound(running: RunningHub, provider_id: str) -> Message | None:

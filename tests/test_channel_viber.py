@@ -11,7 +11,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
-from sqlmodel import col, select
 
 from channels.base import PermanentSendError
 from channels.viber import (
@@ -32,8 +31,7 @@ from channels.viber import (
 )
 from crm_store.models import ChannelIdentity, Client, Message
 from hub.config import Settings
-from hub.messages import Author, ContactHints, InboundMessage, OutboundMessage, QuickReply
-from hub.replies import send_reply
+from hub.messages import ContactHints, InboundMessage, OutboundMessage, QuickReply
 from prompts import load_json
 from tests.fakes.viber_server import (
     AUTH_TOKEN,
@@ -52,7 +50,7 @@ from tests.fakes.viber_server import (
     viber_user,
     webhook_event,
 )
-from tests.support import RunningHub, eventually, start_hub
+from tests.support import RunningHub, eventually, reply, rows, settled, start_hub, stored_in
 
 PUBLIC = "https://salon.example.com"
 PATH = "/webhooks/viber/main"
@@ -289,39 +287,6 @@ async def viber_hub(settings: Any, redis: Any, viber: FakeViber) -> Any:
 
 async def call(running: RunningHub, event: dict[str, Any] | bytes, **kw: Any) -> tuple[int, bytes]:
     return await post_callback(running.base_url, PATH, event, **kw)
-
-
-async def rows(running: RunningHub, model: Any, *where: Any) -> list[Any]:
-    async with running.hub.sessions() as session:
-        query = select(model).where(*where).order_by(col(model.id))
-        return list((await session.exec(query)).all())
-
-
-async def stored_in(running: RunningHub, text: str) -> Message:
-    (message,) = await eventually(
-        lambda: rows(running, Message, Message.direction == "in", Message.text == text)
-    )
-    return message
-
-
-async def reply(running: RunningHub, conversation_id: int, text: str, **kw: Any) -> str:
-    queued = await send_reply(
-        running.hub.sessions,
-        running.hub.bus,
-        conversation_id=conversation_id,
-        text=text,
-        author=Author.staff,
-        **kw,
-    )
-    return queued.message.public_id
-
-
-async def settled(running: RunningHub, public_id: str, *states: str) -> Message:
-    async def probe() -> Message | None:
-        (message,) = await rows(running, Message, Message.public_id == public_id)
-        return message if message.status in states else None
-
-    return await eventually(probe)
 
 
 async def test_a_text_retried_three_times_is_stored_once(viber_hub: RunningHub) -> None:
