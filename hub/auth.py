@@ -87,7 +87,8 @@ async def login_blocked(redis: Redis, email: str, address: str) -> int:
     ]
     if not over:
         return 0
-    return max(max(int(await redis.ttl(key)), 1) for key in over)
+    # A list, not a generator: `await` inside a generator expression makes an async one.
+    return max([max(int(await redis.ttl(key)), 1) for key in over])
 
 
 async def login_failed(redis: Redis, email: str, address: str) -> None:

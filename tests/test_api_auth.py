@@ -106,3 +106,33 @@ async def test_a_paused_channel_shows_in_health_and_the_api(hub: RunningHub) -> 
         async with staff.get(f"{hub.base_url}/api/channels") as response:
             listed = await response.json()
         assert listed == [{"channel": "webchat", **health["channels"]["webchat"]}]
+
+
+async def test_failed_logins_are_throttled_and_csrf_is_required(hub: RunningHub) -> None:
+    email, password = await add_owner(hub)
+    async with client_session() as staff:
+        for _ in range(5):
+            assert await login(staff, hub.base_url, email, "guess") == 401
+        async with staff.post(
+            f"{hub.base_url}/api/auth/login", json={"email": email, "password": password}
+        ) as response:
+            assert response.status == 429
+            assert int(response.headers["Retry-After"]) > 0
+        # Another staff member from the same address still signs in.
+        other, other_password = await add_owner(hub, "admin@salon.test", "another-pass")
+        assert await login(staff, hub.base_url, other, other_password) == 200
+        token = staff.headers.pop("X-CSRF-Token")
+        assert await status_of(staff, "POST", f"{hub.base_url}/api/auth/logout") == 403
+        assert await status_of(staff, "GET", f"{hub.base_url}/api/me") == 200  # still signed in
+        wrong = ("y" if token[0] == "x" else "x") + token[1:]
+        headers = {"X-CSRF-Token": wrong}
+        assert (
+            await status_of(staff, "POST", f"{hub.base_url}/api/auth/logout", headers=headers)
+            == 403
+        )
+        headers = {"X-CSRF-Token": token}
+        assert (
+            await status_of(staff, "POST", f"{hub.base_url}/api/auth/logout", headers=headers)
+            == 200
+        )
+        assert await status_of(staff, "GET", f"{hub.base_url}/api/me") == 401
