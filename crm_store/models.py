@@ -323,3 +323,44 @@ class ChannelState(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=200)
     value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     updated_at: datetime = _ts_now()
+
+
+# The staff inbox -------------------------------------------------------------------------
+
+
+class StaffNote(SQLModel, table=True):
+    """A private note on a client card (optionally about one conversation): never sent."""
+
+    __tablename__ = "staff_notes"
+    __table_args__ = (Index("ix_staff_note_client", "client_id", "created_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: int = Field(foreign_key="clients.id")
+    conversation_id: int | None = Field(default=None, foreign_key="conversations.id")
+    staff_id: int | None = Field(default=None, foreign_key="staff.id")
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _ts_now()
+
+
+class CannedReply(SQLModel, table=True):
+    """A ready answer staff paste into the reply box; managed by owners and admins."""
+
+    __tablename__ = "canned_replies"
+
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = Field(max_length=200)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    language: str | None = Field(default=None, max_length=16)
+    created_at: datetime = _ts_now()
+    updated_at: datetime = _ts_now()
+
+
+class ReadMarker(SQLModel, table=True):
+    """How far one staff member has read one conversation (the id of its last message then)."""
+
+    __tablename__ = "read_markers"
+
+    staff_id: int = Field(foreign_key="staff.id", primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id", primary_key=True, index=True)
+    last_message_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    read_at: datetime = _ts_now()

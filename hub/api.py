@@ -10,12 +10,12 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from channels.base import AttachmentUnavailable
-from crm_store.conversations import STATUSES, conversation_messages, list_conversations
+from crm_store.conversations import conversation_messages
 from crm_store.db import transaction
-from crm_store.models import Client, Conversation, Staff
+from crm_store.inbox import mark_read, master_sees_attachment
+from crm_store.models import Conversation, Staff
 from crm_store.staff import authenticate
-from crm_store.timeutil import iso
-from hub import auth
+from hub import auth, roles
 from hub.events import message_frame
 from hub.handoff import HandoffError, close, give_back
 from hub.http_json import hub_of, positive_int, read_body, refuse
@@ -101,34 +101,17 @@ async def channels(request: web.Request) -> web.Response:
     )
 
 
-@routes.get("/api/conversations")
-async def conversations(request: web.Request) -> web.Response:
-    status = request.query.get("status")
-    if status and status not in STATUSES:
-        return web.json_response(
-            {"error": f"status must be one of {', '.join(STATUSES)}"}, status=400
-        )
-    limit = min(positive_int(request.query.get("limit", "50"), "limit"), 200)
-    before = request.query.get("before")
-    async with hub_of(request).sessions() as session:
-        rows = await list_conversations(
-            session,
-            status=status,
-            limit=limit,
-            before_id=positive_int(before, "before") if before else None,
-        )
-    return web.json_response(
-        {"conversations": [_conversation_json(c, cl, last) for c, cl, last in rows]}
-    )
-
-
 @routes.get("/api/conversations/{id}/messages")
 async def messages(request: web.Request) -> web.Response:
     conversation_id = positive_int(request.match_info["id"], "id")
+    # The caller is looked up first: a second session inside this one would wait for
+    # SQLite's write lock that this one holds.
+    await roles.staff_of(request)
     async with hub_of(request).sessions() as session:
         conversation = await session.get(Conversation, conversation_id)
         if conversation is None:
             return web.json_response({"error": "no such conversation"}, status=404)
+        await roles.check_conversation(request, conversation)
         rows = await conversation_messages(session, conversation_id)
     return web.json_response({"messages": [message_frame(m) for m in rows]})
 
@@ -142,6 +125,7 @@ async def reply(request: web.Request) -> web.Response:
         conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
         return web.json_response({"error": "no such conversation"}, status=404)
+    await roles.check_conversation(request, conversation)
     if conversation.status == "closed":
         return web.json_response({"error": "the conversation is closed"}, status=409)
     queued = await send_reply(
@@ -153,6 +137,9 @@ async def reply(request: web.Request) -> web.Response:
         staff_id=request[auth.STAFF_KEY],
         idempotency_key=f"staff:{body.idempotency_key}" if body.idempotency_key else None,
     )
+    async with transaction(hub.sessions) as session:
+        # Who answers has read what they answer.
+        await mark_read(session, request[auth.STAFF_KEY], conversation_id)
     return web.json_response(message_frame(queued.message), status=201 if queued.created else 200)
 
 
@@ -170,6 +157,11 @@ async def close_conversation(request: web.Request) -> web.Response:
 async def _move(request: web.Request, action: Any) -> web.Response:
     conversation_id = positive_int(request.match_info["id"], "id")
     hub = hub_of(request)
+    async with hub.sessions() as session:
+        found = await session.get(Conversation, conversation_id)
+    if found is None:
+        raise refuse(web.HTTPNotFound, "no such conversation")
+    await roles.check_conversation(request, found)
     try:
         conversation = await action(
             hub.sessions, hub.bus, conversation_id, staff_id=request[auth.STAFF_KEY]
@@ -189,6 +181,13 @@ async def attachment(request: web.Request) -> web.StreamResponse:
     channel = hub.channels.get(request.match_info["channel"])
     if channel is None:
         raise refuse(web.HTTPNotFound, "no such channel")
+    master = await roles.master_id_of(request)
+    if master is not None:
+        async with hub.sessions() as session:
+            if not await master_sees_attachment(
+                session, master, *(request.match_info[k] for k in ("channel", "inbox", "ref"))
+            ):
+                raise refuse(web.HTTPForbidden, roles.NOT_YOURS)
     try:
         fetched = await channel.fetch_attachment(
             request.match_info["inbox"], request.match_info["ref"]
@@ -207,23 +206,3 @@ async def attachment(request: web.Request) -> web.StreamResponse:
 
 def _staff_json(staff: Staff) -> dict[str, Any]:
     return {"id": staff.id, "email": staff.email, "name": staff.name, "role": staff.role}
-
-
-def _conversation_json(conv: Conversation, client: Client, last: Any) -> dict[str, Any]:
-    return {
-        "id": conv.id,
-        "channel": conv.channel,
-        "inbox": conv.inbox,
-        "status": conv.status,
-        "assignee_id": conv.assignee_id,
-        "client": {
-            "id": client.id,
-            "name": client.name,
-            "phone": client.phone,
-            "email": client.email,
-        },
-        "opened_at": iso(conv.opened_at),
-        "last_message_at": iso(conv.last_message_at),
-        "first_response_at": iso(conv.first_response_at),
-        "last_message": message_frame(last) if last is not None else None,
-    }

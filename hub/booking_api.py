@@ -29,7 +29,7 @@ from crm_store.db import transaction
 from crm_store.models import APPOINTMENT_STATUSES, Appointment, Client, Service, Staff
 from crm_store.slots import Slot, find_slots
 from crm_store.timeutil import aware
-from hub import auth
+from hub import auth, roles
 from hub.http_json import hub_of, optional_int, positive_int, query_date, read_body, refuse
 
 routes = web.RouteTableDef()
@@ -146,6 +146,7 @@ async def business(request: web.Request) -> web.Response:
 
 @routes.patch("/api/business")
 async def change_business(request: web.Request) -> web.Response:
+    await roles.require_manager(request)
     hub = hub_of(request)
     changes = (await read_body(request, BusinessBody)).model_dump(exclude_unset=True)
     if any(value is None for value in changes.values()):
@@ -215,6 +216,8 @@ async def appointments(request: web.Request) -> web.Response:
     if unknown:
         raise refuse(web.HTTPBadRequest, f"status must be among {', '.join(APPOINTMENT_STATUSES)}")
     client_id = optional_int(request, "client")
+    # A master sees only their own appointments, whatever `master` asks.
+    master_id = await roles.master_id_of(request) or optional_int(request, "master")
     async with hub.sessions() as session:
         rules = await hub.rules(session)
         first = query_date(request, "from")
@@ -229,7 +232,7 @@ async def appointments(request: web.Request) -> web.Response:
             session,
             start=_midnight(first, rules) if first else None,
             end=_midnight(last + timedelta(days=1), rules) if last else None,
-            master_id=optional_int(request, "master"),
+            master_id=master_id,
             client_id=client_id,
             statuses=statuses or None,
         )
@@ -241,6 +244,12 @@ async def appointments(request: web.Request) -> web.Response:
 async def create_appointment(request: web.Request) -> web.Response:
     hub = hub_of(request)
     data = await read_body(request, BookBody)
+    master = await roles.master_id_of(request)
+    if master is not None:
+        # A master books only into their own day.
+        if data.master_id not in (None, master):
+            raise refuse(web.HTTPForbidden, roles.NOT_YOURS)
+        data.master_id = master
     try:
         async with transaction(hub.sessions) as session:
             rules = await hub.rules(session)
@@ -267,10 +276,12 @@ async def create_appointment(request: web.Request) -> web.Response:
 async def appointment(request: web.Request) -> web.Response:
     hub = hub_of(request)
     appointment_id = positive_int(request.match_info["id"], "id")
+    await roles.staff_of(request)  # before the session: SQLite allows one writer at a time
     async with hub.sessions() as session:
         found = await session.get(Appointment, appointment_id)
         if found is None:
             raise refuse(web.HTTPNotFound, f"no appointment with id {appointment_id}")
+        await roles.check_appointment(request, found)
         (body,) = await appointments_json(session, [found], await hub.rules(session))
     return web.json_response(body)
 
@@ -280,6 +291,15 @@ async def change_appointment(request: web.Request) -> web.Response:
     hub = hub_of(request)
     appointment_id = positive_int(request.match_info["id"], "id")
     data = await read_body(request, ChangeBody)
+    async with hub.sessions() as session:
+        found = await session.get(Appointment, appointment_id)
+    if found is None:
+        raise refuse(web.HTTPNotFound, f"no appointment with id {appointment_id}")
+    await roles.check_appointment(request, found)
+    if data.master_id is not None or data.any_master:
+        master = await roles.master_id_of(request)
+        if master is not None and (data.any_master or data.master_id != master):
+            raise refuse(web.HTTPForbidden, roles.NOT_YOURS)
     author = _author(request)
     now = hub.clock()
     try:

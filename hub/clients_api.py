@@ -6,12 +6,14 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store.business import Rules
 from crm_store.clients import ClientError, client_card, list_clients, update_client
 from crm_store.db import transaction
+from crm_store.inbox import list_master_clients
 from crm_store.models import AuditEntry, ChannelIdentity, Client
-from hub import auth
+from hub import auth, roles
 from hub.booking_api import appointments_json, local_iso
 from hub.http_json import hub_of, positive_int, query_int, read_body, refuse
 
@@ -37,11 +39,17 @@ async def clients(request: web.Request) -> web.Response:
     hub = hub_of(request)
     limit = query_int(request, "limit", 50, low=1, high=MAX_PAGE)
     offset = query_int(request, "offset", 0, low=0, high=10**9)
+    master = await roles.master_id_of(request)
     async with hub.sessions() as session:
         rules = await hub.rules(session)
-        rows = await list_clients(
-            session, query=request.query.get("q", "")[:100], limit=limit, offset=offset
-        )
+        query = request.query.get("q", "")[:100]
+        if master is None:
+            rows = await list_clients(session, query=query, limit=limit, offset=offset)
+        else:
+            # Only the clients the master has an appointment or a conversation with.
+            rows = await list_master_clients(
+                session, master, query=query, limit=limit, offset=offset
+            )
     return web.json_response({"clients": [client_json(c, rules) for c in rows]})
 
 
@@ -49,27 +57,42 @@ async def clients(request: web.Request) -> web.Response:
 async def card(request: web.Request) -> web.Response:
     hub = hub_of(request)
     client_id = positive_int(request.match_info["id"], "id")
+    await roles.check_client(request, client_id)
+    master = await roles.master_id_of(request)
     async with hub.sessions() as session:
-        try:
-            found = await client_card(session, client_id)
-        except ClientError as exc:
-            raise refuse(web.HTTPNotFound, str(exc)) from None
         rules = await hub.rules(session)
-        appointments = await appointments_json(session, found.appointments, rules)
-    return web.json_response(
-        {
-            **client_json(found.client, rules),
-            "identities": [identity_json(i, rules) for i in found.identities],
-            "appointments": appointments,
-            "audit": [audit_json(e, rules) for e in found.audit],
-        }
-    )
+        return web.json_response(await card_json(session, client_id, rules, master_id=master))
+
+
+async def card_json(
+    session: AsyncSession, client_id: int, rules: Rules, *, master_id: int | None = None
+) -> dict[str, Any]:
+    """The whole card: identities, appointments and the audit trail (404 if unknown). For a
+    master, only their own appointments (and their audit entries)."""
+    try:
+        found = await client_card(session, client_id)
+    except ClientError as exc:
+        raise refuse(web.HTTPNotFound, str(exc)) from None
+    visits = found.appointments
+    trail = found.audit
+    if master_id is not None:
+        visits = [a for a in visits if a.master_id == master_id]
+        others = {a.id for a in found.appointments} - {a.id for a in visits}
+        trail = [e for e in trail if not (e.entity == "appointment" and e.entity_id in others)]
+    appointments = await appointments_json(session, visits, rules)
+    return {
+        **client_json(found.client, rules),
+        "identities": [identity_json(i, rules) for i in found.identities],
+        "appointments": appointments,
+        "audit": [audit_json(e, rules) for e in trail],
+    }
 
 
 @routes.patch("/api/clients/{id}")
 async def change_client(request: web.Request) -> web.Response:
     hub = hub_of(request)
     client_id = positive_int(request.match_info["id"], "id")
+    await roles.check_client(request, client_id)
     changes = (await read_body(request, ClientBody)).model_dump(exclude_unset=True)
     for key in ("tags", "notes", "marketing_consent"):
         if key in changes and changes[key] is None:
