@@ -57,11 +57,19 @@ class ClientCard:
 
 
 async def list_clients(
-    session: AsyncSession, *, query: str = "", limit: int = 50, offset: int = 0
+    session: AsyncSession,
+    *,
+    query: str = "",
+    limit: int = 50,
+    offset: int = 0,
+    among: Any = None,
 ) -> list[Client]:
     """Live cards (not merged away), most recently in touch first; `query` matches a part of
-    the name, the email, or the digits of the phone."""
+    the name, the email, or the digits of the phone. `among`: a subquery of client ids to
+    keep to (a master's clients)."""
     statement = select(Client).where(col(Client.merged_into_id).is_(None))
+    if among is not None:
+        statement = statement.where(col(Client.id).in_(among))
     text = query.strip()
     if text:
         like = f"%{text.casefold()}%"

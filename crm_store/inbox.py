@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store import audit
+from crm_store.clients import list_clients
 from crm_store.models import (
     Appointment,
     CannedReply,
@@ -435,24 +436,9 @@ async def list_master_clients(
     session: AsyncSession, master_id: int, *, query: str = "", limit: int = 50, offset: int = 0
 ) -> list[Client]:
     """crm_store.clients.list_clients narrowed to the clients a master may see."""
-    statement = select(Client).where(
-        col(Client.merged_into_id).is_(None), col(Client.id).in_(master_clients(master_id))
+    return await list_clients(
+        session, query=query, limit=limit, offset=offset, among=master_clients(master_id)
     )
-    text = query.strip()
-    if text:
-        like = f"%{text.casefold()}%"
-        conditions: list[Any] = [
-            func.lower(col(Client.name)).like(like),
-            func.lower(col(Client.email)).like(like),
-        ]
-        digits = "".join(ch for ch in text if ch.isdigit())
-        if len(digits) >= 3:
-            conditions.append(col(Client.phone).like(f"%{digits}%"))
-        statement = statement.where(or_(*conditions))
-    statement = statement.order_by(
-        col(Client.last_contact_at).desc().nulls_last(), col(Client.id).desc()
-    )
-    return list((await session.exec(statement.offset(offset).limit(limit))).all())
 
 
 async def master_sees_attachment(
