@@ -31,7 +31,8 @@ routes = web.RouteTableDef()
 
 PING_SECONDS = 15.0  # a comment line this often keeps proxies from closing the connection
 QUEUE_SIZE = 500
-BLOCK_MS = 5_000
+# Under redis-py's default 5 s socket timeout, which a longer blocking read would trip.
+BLOCK_MS = 2_000
 ASSIGNEE_TTL = 2.0  # seconds an assignee lookup is trusted (a `conversation` event refreshes)
 SSE_EVENTS = frozenset({"message", "conversation"})
 REPLAY_MAX = 500  # events a reconnecting browser gets back at most (Last-Event-ID)
