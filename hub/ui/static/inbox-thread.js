@@ -448,6 +448,7 @@ const InboxThread = (() => {
   return {
     init,
     open,
+    fillCanned,
     refresh: load,
     messageEvent,
     conversationChanged,
