@@ -39,6 +39,7 @@ async def run_exclusive(
     while True:
         try:
             acquired = await redis.set(key, owner, nx=True, px=lease_ms)
+            cancel_if_asked()
         except Exception as exc:  # Redis away for a moment: try again, never crash the channel
             log.warning("lease of %s unavailable: %s", name, exc)
             acquired = False
@@ -47,6 +48,7 @@ async def run_exclusive(
                 log.info("%s runs in another hub process; this one stands by", name)
                 standing_by = True
             await sleep(period)
+            cancel_if_asked()
             continue
         standing_by = False
         task = asyncio.create_task(job(), name=f"exclusive:{name}")
@@ -57,8 +59,9 @@ async def run_exclusive(
         finally:
             if not task.done():
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                # asyncio.wait, not `await task` under suppress(CancelledError): that would
+                # also swallow our own cancellation (a channel stopping) and keep us running.
+                await asyncio.wait({task})
             with contextlib.suppress(Exception):
                 await release(keys=[key], args=[owner])
 
@@ -73,7 +76,18 @@ async def _held_until_done(
         if done:
             return True
         try:
-            if not await renew(keys=[key], args=[owner, lease_ms]):
-                return False
+            renewed = await renew(keys=[key], args=[owner, lease_ms])
         except Exception:
+            renewed = False
+        cancel_if_asked()
+        if not renewed:
             return False
+
+
+def cancel_if_asked() -> None:
+    """Honour a cancellation that a library swallowed: redis-py 8 can turn a cancel that lands
+    mid-read into a connection error it retries, so the task carries on with its cancel
+    request pending (Task.cancelling() > 0) and a stop would wait for it forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -231,7 +231,12 @@ class Hub:
         for task in self.tasks:
             if not task.done():
                 task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.tasks:
+            # Bounded: a library that swallows a cancellation (redis-py can) must not turn a
+            # shutdown into a hang.
+            _, stuck = await asyncio.wait(self.tasks, timeout=grace)
+            for task in stuck:
+                log.warning("%s ignored its cancellation; left behind", task.get_name())
         self.tasks.clear()
         self.consumers.clear()
         for channel in self.channels.values():
