@@ -451,6 +451,9 @@ class PrivateInstagramChannel(Channel):
         pending, _ = await self._threads(cursors, pending=True)
         self._viewer = viewer or self._viewer
         cursors["pending"] = [t.thread_id for t in pending][:200]
+        # Saved before any message is published: the bot may answer a request at once, and
+        # its send must know to accept the request first.
+        await self._save_cursors(cursors)
         for thread in [*threads, *pending]:
             await self._take(thread, cursors)
         await self._save_cursors(cursors)
