@@ -56,6 +56,7 @@ from channels.email_parse import (
     parse_mail,
     reply_subject,
 )
+from channels.webhook import check_inbox
 from hub.config import Settings
 from hub.messages import (
     Attachment,
@@ -69,7 +70,6 @@ from hub.messages import (
 log = logging.getLogger(__name__)
 
 CHANNEL = "email"
-INBOX_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 REF_RE = re.compile(r"^(\d{1,10})\.(\d{1,10})\.(\d{1,4})$")  # uidvalidity.uid.part
 FIRST_SYNC_DAYS = 3
 IDLE_MAX_S = 25 * 60  # RFC 2177: re-issue IDLE before the server's 30-minute timeout
@@ -179,8 +179,7 @@ class EmailChannel(Channel):
         *,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        if not INBOX_RE.match(inbox):
-            raise ValueError("EMAIL_INBOX may hold only letters, digits, '_' and '-'")
+        check_inbox(inbox, "EMAIL_INBOX")
         super().__init__(ctx, inbox)
         self.config = config
         self.sleep = sleep

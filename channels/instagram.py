@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +61,7 @@ from channels.instagram_graph import (
     web_url,
 )
 from channels.parts import PartsSent
+from channels.webhook import Rejected, check_inbox
 from hub.config import Settings
 from hub.messages import (
     Author,
@@ -76,7 +76,6 @@ log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024
 MAX_RETRY_AFTER = 60.0  # seconds; a longer wait is left to the dispatcher's backoff
 MAX_CHALLENGE = 256
-INBOX_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 STANDARD_WINDOW = timedelta(hours=24)
 HUMAN_AGENT_WINDOW = timedelta(days=7)
 WINDOW_KEY = "window:{chat}"
@@ -95,13 +94,6 @@ def utcnow() -> datetime:
 
 class InstagramUnavailable(Exception):
     """A transient failure talking to Meta (network, rate limit, 5xx): retried."""
-
-
-class _Rejected(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -165,8 +157,7 @@ class InstagramChannel(Channel):
         timeout: float = 30.0,
         check_token: bool = True,
     ) -> None:
-        if not INBOX_RE.match(inbox):
-            raise ValueError("INSTAGRAM_INBOX may hold only letters, digits, '_' and '-'")
+        check_inbox(inbox, "INSTAGRAM_INBOX")
         super().__init__(ctx, inbox)
         self.config = config
         self.clock = clock
@@ -268,7 +259,7 @@ class InstagramChannel(Channel):
     async def webhook(self, request: web.Request) -> web.StreamResponse:
         try:
             payload, events = await self._verified(request)
-        except _Rejected as exc:
+        except Rejected as exc:
             log.warning("instagram webhook %s refused (%d): %s", self.inbox, exc.status, exc.reason)
             return web.Response(status=exc.status, text=exc.reason)
         if payload.object != "instagram":
@@ -288,20 +279,20 @@ class InstagramChannel(Channel):
         (all of it before anything is published, so a bad one stores nothing)."""
         body = await read_limited(request, MAX_BODY)
         if body is None:
-            raise _Rejected(413, f"body over {MAX_BODY} bytes")
+            raise Rejected(413, f"body over {MAX_BODY} bytes")
         secret = self.config.app_secret.get_secret_value()
         if not is_signed(secret, body, request.headers.get(SIGNATURE_HEADER)):
-            raise _Rejected(403, f"missing or wrong {SIGNATURE_HEADER}")
+            raise Rejected(403, f"missing or wrong {SIGNATURE_HEADER}")
         try:
             raw = json.loads(body)
         except (ValueError, RecursionError):
-            raise _Rejected(400, "the body is not JSON") from None
+            raise Rejected(400, "the body is not JSON") from None
         if not isinstance(raw, dict):
-            raise _Rejected(400, "not a webhook notification (not an object)")
+            raise Rejected(400, "not a webhook notification (not an object)")
         try:
             payload = WebhookPayload.model_validate(raw)
         except ValidationError as exc:
-            raise _Rejected(400, f"malformed notification: {_fields(exc)}") from None
+            raise Rejected(400, f"malformed notification: {_fields(exc)}") from None
         events: list[tuple[MessagingEvent, dict[str, Any]]] = []
         for n, entry in enumerate(raw.get("entry") or []):
             for m, item in enumerate((entry or {}).get("messaging") or []):

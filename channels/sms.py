@@ -44,6 +44,7 @@ from channels.http_body import read_limited, read_stream
 from channels.layout import split_text as split_parts
 from channels.sms_segments import count_segments
 from channels.twilio_signature import is_valid
+from channels.webhook import Rejected, check_inbox
 from hub.config import Settings
 from hub.messages import (
     Attachment,
@@ -66,7 +67,6 @@ MAX_RETRY_AFTER = 60.0  # seconds; a longer wait is left to the dispatcher's bac
 TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 FORM = "application/x-www-form-urlencoded"
 
-INBOX_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 SID_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 OUTBOUND_ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -288,13 +288,6 @@ class TwilioConfig:
         return f"TwilioConfig(account_sid={self.account_sid!r}, api_url={self.api_url!r})"
 
 
-class _Rejected(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 class SmsChannel(Channel):
     name = "sms"
 
@@ -308,8 +301,7 @@ class SmsChannel(Channel):
         clock: Clock = time.time,
         timeout: float = 30.0,
     ) -> None:
-        if not INBOX_RE.match(inbox):
-            raise ValueError("SMS_INBOX may hold only letters, digits, '_' and '-'")
+        check_inbox(inbox, "SMS_INBOX")
         super().__init__(ctx, inbox)
         self.config = config
         self.sleep = sleep
@@ -360,7 +352,7 @@ class SmsChannel(Channel):
         try:
             params = await self._verified(request)
             payload = _model(InboundSms, params)
-        except _Rejected as exc:
+        except Rejected as exc:
             return _refuse(request, exc)
         msg = self._to_inbound(payload, params)
         await self.ctx.publish(msg)
@@ -370,7 +362,7 @@ class SmsChannel(Channel):
         try:
             params = await self._verified(request)
             payload = _model(StatusCallback, params)
-        except _Rejected as exc:
+        except Rejected as exc:
             return _refuse(request, exc)
         receipt = self._to_status(payload, request.query.get("id"))
         if receipt is not None:
@@ -381,19 +373,19 @@ class SmsChannel(Channel):
         """The form's parameters, once the body's size and Twilio's signature are checked."""
         body = await read_limited(request, MAX_BODY)
         if body is None:
-            raise _Rejected(413, f"body over {MAX_BODY} bytes")
+            raise Rejected(413, f"body over {MAX_BODY} bytes")
         signature = request.headers.get(SIGNATURE_HEADER)
         if not signature:
-            raise _Rejected(403, "no X-Twilio-Signature")
+            raise Rejected(403, "no X-Twilio-Signature")
         if request.content_type != FORM:
-            raise _Rejected(400, f"expected {FORM}, got {request.content_type or 'nothing'}")
+            raise Rejected(400, f"expected {FORM}, got {request.content_type or 'nothing'}")
         try:
             params = parse_form(body)
         except ValueError as exc:
-            raise _Rejected(400, f"malformed form ({type(exc).__name__})") from None
+            raise Rejected(400, f"malformed form ({type(exc).__name__})") from None
         token = self.config.auth_token.get_secret_value()
         if not is_valid(token, self.signed_url(request), params, signature):
-            raise _Rejected(403, "bad X-Twilio-Signature")
+            raise Rejected(403, "bad X-Twilio-Signature")
         return params
 
     def signed_url(self, request: web.Request) -> str:
@@ -580,10 +572,10 @@ def _model(model: type[M], params: list[tuple[str, str]]) -> M:
         return model.model_validate(first_values(params))
     except ValidationError as exc:
         fields = ", ".join(sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]}))
-        raise _Rejected(400, f"missing or invalid {fields or 'fields'}") from None
+        raise Rejected(400, f"missing or invalid {fields or 'fields'}") from None
 
 
-def _refuse(request: web.Request, exc: _Rejected) -> web.Response:
+def _refuse(request: web.Request, exc: Rejected) -> web.Response:
     log.warning("sms webhook %s refused (%d): %s", request.path, exc.status, exc.reason)
     return web.Response(status=exc.status, text=exc.reason, content_type="text/plain")
 

@@ -65,6 +65,7 @@ from channels.telegram_updates import (
     interpret,
     split_text,
 )
+from channels.webhook import INBOX_RE
 from hub.config import Settings
 from hub.messages import (
     Attachment,
@@ -79,7 +80,6 @@ log = logging.getLogger(__name__)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 MAX_BODY = 1024 * 1024
 MAX_FILE = 20 * 1024 * 1024  # the Bot API serves files up to 20 MB
-INBOX_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 TOKEN_RE = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,100}$")
 SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 FILE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")

@@ -50,6 +50,7 @@ from channels.http_body import read_limited
 from channels.layout import button_rows
 from channels.layout import split_text as split_parts
 from channels.parts import PartsSent
+from channels.webhook import Rejected, check_inbox
 from hub.config import Settings
 from hub.messages import (
     Attachment,
@@ -83,7 +84,6 @@ EVENT_TYPES = ["delivered", "seen", "failed", "subscribed", "unsubscribed", "con
 # the client's reply, so the first message knows where the client came from.
 SOURCE_PREFIX = "src:"
 SOURCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-INBOX_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 # Viber's error codes (the REST bot API's "Error codes" table).
 STATUS_NAMES = {
@@ -483,13 +483,6 @@ class ViberConfig:
         return f"ViberConfig(bot_name={self.bot_name!r}, api_url={self.api_url!r})"
 
 
-class _Rejected(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
 class ViberChannel(Channel):
     name = "viber"
 
@@ -504,8 +497,7 @@ class ViberChannel(Channel):
         timeout: float = 30.0,
         setup_backoff: tuple[float, float] = (1.0, 300.0),
     ) -> None:
-        if not INBOX_RE.match(inbox):
-            raise ValueError("VIBER_INBOX may hold only letters, digits, '_' and '-'")
+        check_inbox(inbox, "VIBER_INBOX")
         super().__init__(ctx, inbox)
         self.config = config
         self.sleep = sleep
@@ -631,10 +623,10 @@ class ViberChannel(Channel):
                 return await handler(raw)
             except ValidationError as exc:
                 fields = sorted({".".join(map(str, e["loc"])) for e in exc.errors()})
-                raise _Rejected(
+                raise Rejected(
                     400, f"malformed {raw['event']} event: {', '.join(fields)}"
                 ) from None
-        except _Rejected as exc:
+        except Rejected as exc:
             log.warning("viber webhook %s refused (%d): %s", self.inbox, exc.status, exc.reason)
             return web.Response(status=exc.status, text=exc.reason)
 
@@ -642,16 +634,16 @@ class ViberChannel(Channel):
         """The callback as JSON, once its size and signature are checked."""
         body = await read_limited(request, MAX_BODY)
         if body is None:
-            raise _Rejected(413, f"body over {MAX_BODY} bytes")
+            raise Rejected(413, f"body over {MAX_BODY} bytes")
         token = self.config.token.get_secret_value()
         if not is_signed(token, body, request.headers.get(SIGNATURE_HEADER)):
-            raise _Rejected(403, f"missing or wrong {SIGNATURE_HEADER}")
+            raise Rejected(403, f"missing or wrong {SIGNATURE_HEADER}")
         try:
             raw = json.loads(body)
         except (ValueError, RecursionError):
-            raise _Rejected(400, "the body is not JSON") from None
+            raise Rejected(400, "the body is not JSON") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("event"), str):
-            raise _Rejected(400, "not a Viber callback (no event)")
+            raise Rejected(400, "not a Viber callback (no event)")
         return raw
 
     async def _on_message(self, raw: dict[str, Any]) -> web.Response:
