@@ -32,9 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    # At DEBUG these write SQL parameters (saved channel sessions among them) into the log.
+    # SQLAlchemy's engine logs every statement at INFO, and these drivers their parameters at
+    # DEBUG (password hashes, saved channel sessions): only their warnings reach the log.
     for chatty in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
-        logging.getLogger(chatty).setLevel(logging.INFO)
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

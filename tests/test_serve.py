@@ -46,6 +46,9 @@ async def test_serve_demo_on_embedded_defaults_and_stop_on_sigterm(tmp_path: Pat
             assert line, f"hub serve exited early:\n{output}"
             output += line.decode()
         assert f"http://127.0.0.1:{port}/chat" in output
+        assert f"http://127.0.0.1:{port}/inbox" in output
+        # The log holds no SQL, and so no password hash or saved session.
+        assert "INSERT INTO" not in output and "argon2" not in output, output
         login = re.search(r"demo owner login:\s+(\S+) / (\S+)", output)
         assert login, output
         socket_path = tmp_path / "data" / "redis.sock"
