@@ -64,6 +64,9 @@ class StreamConsumer:
         self._stopping = asyncio.Event()
         self._last_rebalance = 0.0
         self._last_sweep = 0.0
+        # Entries read and not yet acked or given up, per stream: kept fresh (see _keep_alive)
+        # so no other consumer reclaims an entry that is only waiting its turn in a lane.
+        self._in_flight: dict[str, set[str]] = {}
 
     def stop(self) -> None:
         self._stopping.set()
@@ -76,12 +79,15 @@ class StreamConsumer:
             if self.leases is not None
             else None
         )
+        keep_alive = asyncio.create_task(self._keep_alive(), name=f"{self.name}-in-flight")
         try:
             while not self._stopping.is_set():
                 try:
                     await self.poll_once()
                     failures = 0
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                except (RedisConnectionError, RedisTimeoutError, ResponseError, OSError) as exc:
+                    # Waited out, never fatal: a consumer that died here would leave its
+                    # streams unread until the process restarts.
                     failures += 1
                     delay = min(10.0, 0.2 * 2**failures)
                     log.warning(
@@ -89,6 +95,11 @@ class StreamConsumer:
                     )
                     await self._pause(delay)
         finally:
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(keep_alive, self.claim_idle_ms / 1000 + 5)
+            except (TimeoutError, asyncio.CancelledError, Exception):
+                log.debug("%s: in-flight refresher ended", self.name, exc_info=True)
             if heartbeat is not None:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)
@@ -106,6 +117,33 @@ class StreamConsumer:
                 await self.leases.renew()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 log.warning("%s: could not renew shard leases: %s", self.name, exc)
+
+    async def _keep_alive(self) -> None:
+        """Reset the idle time of entries in hand (XCLAIM to ourselves, JUSTID: the delivery
+        count stays), so a batch that takes longer than claim_idle_ms — a chat waiting out a
+        provider's limit — is not handed to a second consumer and sent twice. An entry of a
+        consumer that died is no longer refreshed and is reclaimed as before."""
+        # Stops on the stop event, not by cancellation: redis-py can swallow a cancellation
+        # that lands mid-command (docs/pipeline.md), which would leave this loop running.
+        while not self._stopping.is_set():
+            await self._pause(self.claim_idle_ms / 3000)
+            for stream, ids in list(self._in_flight.items()):
+                if not ids:
+                    continue
+                try:
+                    await self.redis.xclaim(
+                        stream, self.group, self.name, 0, sorted(ids), justid=True
+                    )
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    log.warning("%s: could not refresh entries in hand: %s", self.name, exc)
+
+    def _hold(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._in_flight.setdefault(entry.stream, set()).add(entry.id)
+
+    def _release(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._in_flight.get(entry.stream, set()).discard(entry.id)
 
     async def _pause(self, seconds: float) -> None:
         try:
@@ -158,7 +196,9 @@ class StreamConsumer:
                 block=self.block_ms,
             )
         except ResponseError as exc:
-            if "NOGROUP" in str(exc):
+            # The stream or its group went away under a blocked read (a FLUSHDB, a trimmed
+            # or deleted key): make them again on the next round.
+            if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):
                 self._groups_ready.clear()
                 return handled
             raise
@@ -203,6 +243,13 @@ class StreamConsumer:
         return await self._handle_lanes(entries)
 
     async def _handle_lanes(self, entries: list[Entry]) -> int:
+        self._hold(entries)
+        try:
+            return await self._lanes(entries)
+        finally:
+            self._release(entries)
+
+    async def _lanes(self, entries: list[Entry]) -> int:
         if self.lane is None:
             return await self._handle_sequence(entries)
         lanes: dict[str, list[Entry]] = {}
@@ -251,6 +298,8 @@ class StreamConsumer:
                     ERRORS_HASH, _error_key(entry), f"{type(exc).__name__}: {exc}"[:4000]
                 )
                 self._recovering.add(entry.stream)
+                # This one and the rest of its lane wait to be reclaimed, in order.
+                self._release(entries[entries.index(entry) :])
                 break
             await self._ack(entry)
             done += 1
