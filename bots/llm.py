@@ -31,7 +31,7 @@ from bots.base import Reply, Turn
 from bots.tokens import REPLY_PRIMING, count_message, count_messages, count_tokens
 from bots.tools import Language, ToolContext, ToolResult, Tools
 from crm_store.business import get_business
-from crm_store.models import Business, Message
+from crm_store.models import Business, Message, ScheduledMessage
 from prompts import ROOT, load_json
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,10 @@ DEFAULT_RETRIES = 2  # the client's own retries, with backoff, on 408/409/429/5x
 HISTORY_LIMIT = 100
 # Markers the model reads in the history; prompts/llm/system.md explains STAFF_MARKER.
 STAFF_MARKER = "[administrator]"
+# The hub's own messages (reminders, confirmations): the model did not write them, and a
+# reminder's marker names the appointment a "Confirm" or "Cancel" after it is about.
+AUTO_MARKER = "[automatic message]"
+REMINDER_MARKER = "[reminder of appointment {id}]"
 ATTACHMENT_MARKER = "[attachment]"
 MISSING = "—"  # a fact the salon has not filled in; the prompt tells the model not to guess
 REPLY_MAX = 4000  # Reply.text's limit
@@ -284,9 +288,10 @@ class LlmBrain:
         async with self.sessions() as session:
             business = await get_business(session, timezone=self.timezone, currency=self.currency)
             stored = await recent_messages(session, state.turn.conversation_id, HISTORY_LIMIT)
+            notes = await reminder_notes(session, stored)
         earlier, current = split_current(stored, state.turn)
         history = trim_history(
-            [m for m in map(as_chat, earlier) if m is not None],
+            [m for m in (as_chat(x, notes.get(x.public_id)) for x in earlier) if m is not None],
             current,
             budget=self.history_tokens,
             model=self.model,
@@ -328,6 +333,25 @@ async def recent_messages(session: AsyncSession, conversation_id: int, limit: in
     return list(reversed(rows.all()))
 
 
+async def reminder_notes(session: AsyncSession, stored: Sequence[Message]) -> dict[str, str]:
+    """The marker of each reminder among the hub's own messages, by message id."""
+    ids = [m.public_id for m in stored if m.author == "system"]
+    if not ids:
+        return {}
+    rows = await session.exec(
+        select(ScheduledMessage.message_id, ScheduledMessage.appointment_id).where(
+            col(ScheduledMessage.message_id).in_(ids),
+            ScheduledMessage.kind == "reminder",
+            col(ScheduledMessage.appointment_id).is_not(None),
+        )
+    )
+    return {
+        message_id: REMINDER_MARKER.replace("{id}", str(appointment_id))
+        for message_id, appointment_id in rows.all()
+        if message_id
+    }
+
+
 def split_current(stored: Sequence[Message], turn: Turn) -> tuple[list[Message], dict[str, Any]]:
     """The messages before the one being answered, and that one as a chat message.
 
@@ -344,8 +368,9 @@ def split_current(stored: Sequence[Message], turn: Turn) -> tuple[list[Message],
     return list(stored), {"role": "user", "content": turn.text or ATTACHMENT_MARKER}
 
 
-def as_chat(message: Message) -> dict[str, Any] | None:
-    """A stored message as the model sees it; staff words are marked, not passed as its own."""
+def as_chat(message: Message, note: str | None = None) -> dict[str, Any] | None:
+    """A stored message as the model sees it; staff words and the hub's own messages are
+    marked (`note`: a reminder's marker), not passed as the model's own."""
     text = message.text.strip() or (ATTACHMENT_MARKER if message.attachments else "")
     if not text:
         return None
@@ -353,6 +378,8 @@ def as_chat(message: Message) -> dict[str, Any] | None:
         return {"role": "user", "content": text}
     if message.author == "staff":
         return {"role": "assistant", "content": f"{STAFF_MARKER} {text}"}
+    if message.author == "system":
+        return {"role": "assistant", "content": f"{note or AUTO_MARKER} {text}"}
     return {"role": "assistant", "content": text}
 
 

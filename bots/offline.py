@@ -36,9 +36,14 @@ SEARCH = 60  # free times fetched to pick the offer from
 SPREAD = timedelta(minutes=45)  # offered times of one day at least this far apart
 AROUND_DAYS = 6  # how far back from a full day earlier alternatives are looked for
 AMBIGUOUS = 6.0  # services scoring within this of the best are asked about
+WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
 PHONE = re.compile(r"(?<![\d+])\+?\d[\d\s().-]{7,16}\d(?!\d)")
 # Said around a phone number without asking anything else.
 SMALL_TALK = frozenset({"greeting", "thanks", "yes", "no"})
+# A reminder's quick replies (prompts/notices/reminder.json), which are also intents.
+REMINDER_ANSWERS = ("confirm", "cancel", "reschedule")
+# Asking for something else: not an answer to a reminder.
+NOT_AN_ANSWER = frozenset({"book", "my_appointments", "prices"})
 
 
 @dataclass
@@ -136,7 +141,11 @@ class OfflineBrain:
             if not intents - SMALL_TALK:
                 t.memory.failures = 0
                 return
-        handled = await self._awaited(t, intents) or await self._new_request(t, intents)
+        handled = (
+            await self._reminder_answer(t, intents)
+            or await self._awaited(t, intents)
+            or await self._new_request(t, intents)
+        )
         if handled:
             t.memory.failures = 0
             return
@@ -145,6 +154,39 @@ class OfflineBrain:
             t.replies.append(self._handoff(t, "handoff_failed", "the bot could not help twice"))
         else:
             t.replies.append(self._say(t, "fallback", buttons=self._words(t, "main_buttons")))
+
+    async def _reminder_answer(self, t: _Turn, intents: set[str]) -> bool:
+        """A tap on a reminder's button, or the same in words, acts at once on the appointment
+        the client was reminded of: one tap confirms or cancels, with no question back (the
+        reminder itself said which appointment). Without a recent reminder, or when the words
+        name another day or time, it is an ordinary message."""
+        kind = reminder_kind(t.text, intents, awaiting=t.state.get("awaiting"))
+        if kind is None:
+            return False
+        found = await self._tool(t, "reminded_appointment", {})
+        appointment = found.data.get("appointment") if found.ok else None
+        if not appointment or not _names_it(t.text, kind, appointment, t.today):
+            return False
+        self._clear(t)
+        if kind == "reschedule":
+            await self._move_this(t, appointment)
+            return True
+        if kind == "confirm":
+            result = await self._tool(t, "confirm", {"appointment_id": appointment["id"]})
+        else:
+            reason = "cancelled by the client in answer to a reminder"
+            result = await self._tool(
+                t, "cancel", {"appointment_id": appointment["id"], "reason": reason}
+            )
+        if not result.ok:
+            t.replies.append(self._handoff(t, "error", f"{kind} failed: {result.error}"))
+        elif kind == "confirm":
+            text = self._appointment_text(t, result.data["confirmed"], "reminder_confirmed")
+            t.replies.append(Reply(text=text))
+        else:
+            text = self._appointment_text(t, result.data["cancelled"], "reminder_cancelled")
+            t.replies.append(Reply(text=text, quick_replies=self._words(t, "book_again_buttons")))
+        return True
 
     async def _awaited(self, t: _Turn, intents: set[str]) -> bool:
         """An answer to what the bot asked last turn."""
@@ -677,6 +719,42 @@ def find_phone(text: str, region: str = "UA") -> str | None:
         if phone is not None:
             return phone
     return None
+
+
+def reminder_kind(text: str, intents: set[str], *, awaiting: str | None = None) -> str | None:
+    """The answer ("confirm", "cancel" or "reschedule") when the message reads as one to a
+    reminder: one of its buttons in any language, or words asking for just that."""
+    said = nlu.normalize(text)
+    for words in load_json("notices/reminder.json").values():
+        for kind in REMINDER_ANSWERS:
+            if nlu.normalize(words[kind]) == said:
+                return kind
+    if awaiting == "confirm_cancel":
+        return None  # the bot's own yes/no question was last: "confirm" there means yes
+    kinds = [kind for kind in REMINDER_ANSWERS if kind in intents]
+    if len(kinds) != 1 or intents & NOT_AN_ANSWER:
+        return None
+    if kinds == ["confirm"] and ("no" in intents or _negated(said)):
+        return None  # "не підтверджую"
+    return kinds[0]
+
+
+def _negated(normalized: str) -> bool:
+    negations = set(load_json("offline/lexicon.json")["negations"])
+    return any(word in negations for word in WORD.findall(normalized))
+
+
+def _names_it(text: str, kind: str, appointment: dict[str, Any], today: date) -> bool:
+    """Whether a confirm or cancel may be about the reminded appointment: a day or a time in
+    the message that is not the appointment's points at another one. (For a move the day
+    and time are where to move it.)"""
+    if kind == "reschedule":
+        return True
+    day = nlu.parse_day(text, today)
+    if day is not None and not day.first.isoformat() <= appointment["date"] <= day.last.isoformat():
+        return False
+    when = nlu.parse_time(text)
+    return when is None or when.at is None or _hhmm(when.at) == appointment["time"]
 
 
 def _pick(text: str, choices: Sequence[dict[str, Any]]) -> dict[str, Any] | None:

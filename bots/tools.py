@@ -38,6 +38,7 @@ from crm_store.clients import ClientError, update_client
 from crm_store.contacts import normalize_phone
 from crm_store.db import transaction
 from crm_store.models import Appointment, Business, Client, Conversation, Service, Staff
+from crm_store.reminder_answers import latest_reminded_appointment
 from crm_store.slots import Slot, find_slots
 from crm_store.timeutil import aware
 
@@ -48,6 +49,9 @@ BOT = Author("bot")
 SLOT_DAYS = 14  # how far find_slots looks when no end date is given
 MAX_SLOT_DAYS = 31
 UPCOMING_LIMIT = 10
+# Tools the offline brain uses but the model is not offered: it reads the reminder, with its
+# appointment's id, in the conversation itself (bots/llm.py marks it).
+HIDDEN = frozenset({"reminded_appointment"})
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,17 @@ class CancelArgs(_Args):
     reason: str = Field(default="", max_length=300)
 
 
+class ConfirmArgs(_Args):
+    """Confirm one of the client's own upcoming appointments: they will come (e.g. their
+    answer to a reminder)."""
+
+    appointment_id: int = Field(ge=1)
+
+
+class RemindedAppointmentArgs(_Args):
+    """The upcoming appointment the client was last reminded of (in the last three days)."""
+
+
 class UpdateContactArgs(_Args):
     """Save the client's name or phone number on their card."""
 
@@ -185,8 +200,10 @@ class Tools:
             "my_appointments": (MyAppointmentsArgs, self._my_appointments),
             "reschedule": (RescheduleArgs, self._reschedule),
             "cancel": (CancelArgs, self._cancel),
+            "confirm": (ConfirmArgs, self._confirm),
             "update_contact": (UpdateContactArgs, self._update_contact),
             "handoff": (HandoffArgs, self._handoff),
+            "reminded_appointment": (RemindedAppointmentArgs, self._reminded_appointment),
         }
 
     def specs(self) -> list[dict[str, Any]]:
@@ -201,6 +218,7 @@ class Tools:
                 },
             }
             for name, (model, _) in self.registry.items()
+            if name not in HIDDEN
         ]
 
     async def call(
@@ -315,6 +333,16 @@ class Tools:
         )
         return ToolResult(True, {"appointments": await self._described(call, rows)})
 
+    async def _reminded_appointment(self, args: RemindedAppointmentArgs, call: _Call) -> ToolResult:
+        """What a bare "Confirm" or "Cancel" answers: the client's own reminded appointment,
+        and only while it is still ahead and live (crm_store.reminder_answers)."""
+        del args
+        found = await latest_reminded_appointment(call.session, call.client_id, call.now)
+        if found is None:
+            return ToolResult(True, {"appointment": None})
+        (described,) = await self._described(call, [found])
+        return ToolResult(True, {"appointment": described})
+
     # Changing -----------------------------------------------------------------------------
 
     async def _book(self, args: BookArgs, call: _Call) -> ToolResult:
@@ -373,6 +401,14 @@ class Tools:
         )
         (described,) = await self._described(call, [appointment])
         return ToolResult(True, {"cancelled": described})
+
+    async def _confirm(self, args: ConfirmArgs, call: _Call) -> ToolResult:
+        await self._own(call, args.appointment_id)
+        appointment = await set_status(
+            call.session, args.appointment_id, "confirmed", now=call.now, author=BOT
+        )
+        (described,) = await self._described(call, [appointment])
+        return ToolResult(True, {"confirmed": described})
 
     async def _update_contact(self, args: UpdateContactArgs, call: _Call) -> ToolResult:
         """A typed phone proves nothing: anyone can type a neighbour's number. So a phone that

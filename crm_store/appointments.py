@@ -17,10 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from crm_store import audit
+from crm_store import audit, scheduled
 from crm_store.business import Rules
 from crm_store.catalog import Offer, offers_for
 from crm_store.models import APPOINTMENT_SOURCES, Appointment, Client, Service, Staff
+from crm_store.reminders import plan_reminders, replan_reminders
 from crm_store.slots import Slot, find_slots
 from crm_store.timeutil import aware
 
@@ -125,6 +126,7 @@ async def book(
     )
     await _write(session, appointment, request, rules, now)
     _audit(session, author, appointment, "book", _snapshot(appointment))
+    await plan_reminders(session, appointment, rules, now=now)
     return appointment
 
 
@@ -160,6 +162,7 @@ async def reschedule(
     appointment.updated_at = now
     await _write(session, appointment, request, rules, now)
     _audit(session, author, appointment, "reschedule", _diff(before, _snapshot(appointment)))
+    await replan_reminders(session, appointment, rules, now=now)
     return appointment
 
 
@@ -202,6 +205,11 @@ async def set_status(
     if status == "done":
         await _visited(session, appointment)
     await session.flush()
+    if status in ("cancelled", "done", "no_show"):
+        # Nothing more to remind of; a confirmation keeps the reminders still ahead.
+        await scheduled.cancel_open(
+            session, now=now, reason=f"appointment {status}", appointment_id=appointment.id
+        )
     changes: dict[str, Any] = {"status": [before, status]}
     if reason:
         changes["reason"] = reason

@@ -25,6 +25,9 @@ EDITABLE = (
     "phone",
     "address",
     "hours_text",
+    "reminder_offsets_min",
+    "quiet_start_min",
+    "quiet_end_min",
 )
 
 
@@ -41,6 +44,10 @@ class Rules:
     lead: timedelta = timedelta(minutes=60)
     horizon: timedelta = timedelta(days=60)
     currency: str = "UAH"
+    # Reminders before an appointment, and the quiet hours (minutes from local midnight).
+    reminder_offsets_min: tuple[int, ...] = (1440, 120)
+    quiet_start_min: int = 21 * 60
+    quiet_end_min: int = 9 * 60
 
     @classmethod
     def of(cls, business: Business) -> Rules:
@@ -50,6 +57,9 @@ class Rules:
             lead=timedelta(minutes=business.lead_min),
             horizon=timedelta(days=business.horizon_days),
             currency=business.currency,
+            reminder_offsets_min=tuple(business.reminder_offsets_min or ()),
+            quiet_start_min=business.quiet_start_min,
+            quiet_end_min=business.quiet_end_min,
         )
 
     def window(self, now: datetime) -> tuple[datetime, datetime]:
@@ -114,6 +124,18 @@ def _validate(changes: dict[str, Any]) -> None:
         raise BusinessError("lead_min can't be negative")
     if "horizon_days" in changes and not 1 <= changes["horizon_days"] <= 730:
         raise BusinessError("horizon_days must be between 1 and 730")
+    offsets = changes.get("reminder_offsets_min")
+    if offsets is not None and (
+        not isinstance(offsets, list)
+        or len(offsets) > 5
+        or not all(isinstance(o, int) and 10 <= o <= 14 * 1440 for o in offsets)
+    ):
+        raise BusinessError(
+            "reminder_offsets_min must be a list of at most 5 whole minutes, 10 to 20160"
+        )
+    for key in ("quiet_start_min", "quiet_end_min"):
+        if key in changes and not (isinstance(changes[key], int) and 0 <= changes[key] < 1440):
+            raise BusinessError(f"{key} must be whole minutes from midnight, 0 to 1439")
     currency = changes.get("currency")
     if currency is not None and not (len(currency) == 3 and currency.isalpha()):
         raise BusinessError("currency must be a three-letter ISO 4217 code")

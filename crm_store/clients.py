@@ -54,6 +54,9 @@ class ClientCard:
     identities: list[ChannelIdentity]
     appointments: list[Appointment]
     audit: list[AuditEntry]
+    # Over all of the client's appointments, not only the CARD_APPOINTMENTS listed.
+    visits: int = 0  # done
+    no_shows: int = 0
 
 
 async def list_clients(
@@ -110,7 +113,25 @@ async def client_card(session: AsyncSession, client_id: int) -> ClientCard:
     trail = await session.exec(
         select(AuditEntry).where(mine).order_by(col(AuditEntry.id).desc()).limit(CARD_AUDIT)
     )
-    return ClientCard(client, list(identities), appointments, list(trail))
+    counts = await status_counts(session, client_id)
+    return ClientCard(
+        client,
+        list(identities),
+        appointments,
+        list(trail),
+        visits=counts.get("done", 0),
+        no_shows=counts.get("no_show", 0),
+    )
+
+
+async def status_counts(session: AsyncSession, client_id: int) -> dict[str, int]:
+    """How many of the client's appointments are in each status."""
+    rows = await session.exec(
+        select(Appointment.status, func.count())
+        .where(Appointment.client_id == client_id)
+        .group_by(col(Appointment.status))
+    )
+    return {status: int(n) for status, n in rows.all()}
 
 
 async def update_client(

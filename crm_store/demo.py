@@ -99,6 +99,9 @@ async def _services(session: AsyncSession, specs: list[dict[str, Any]]) -> dict[
             buffer_min=spec["buffer"],
             position=position,
         )
+        # How often clients come back for it: re-engagement (crm_store.reengage) after that.
+        service.return_interval_days = spec.get("return_days")
+        session.add(service)
         ids[spec["key"]] = service.id  # type: ignore[assignment]
     return ids
 

@@ -190,6 +190,13 @@ class Business(SQLModel, table=True):
     # Per language ({"uk": ..., "en": ..., "ru": ...}): what the bot tells clients.
     address: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     hours_text: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Reminders go this many minutes before an appointment (a service may override them).
+    reminder_offsets_min: list[int] = Field(
+        default_factory=lambda: [1440, 120], sa_column=Column(JSON, nullable=False)
+    )
+    # Quiet hours, minutes from local midnight: nothing non-urgent is sent from start to end.
+    quiet_start_min: int = Field(default=21 * 60)
+    quiet_end_min: int = Field(default=9 * 60)
 
 
 class Service(SQLModel, table=True):
@@ -211,6 +218,10 @@ class Service(SQLModel, table=True):
     buffer_min: int = Field(default=0)
     active: bool = Field(default=True)
     position: int = Field(default=0)
+    # None: the salon's reminder offsets; [] : no reminders for this service.
+    reminder_offsets_min: list[int] | None = Field(default=None, sa_column=Column(JSON))
+    # After this many days without a visit a client gets one "time for your next visit".
+    return_interval_days: int | None = Field(default=None)
     created_at: datetime = _ts_now()
 
 
@@ -364,3 +375,75 @@ class ReadMarker(SQLModel, table=True):
     conversation_id: int = Field(foreign_key="conversations.id", primary_key=True, index=True)
     last_message_id: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     read_at: datetime = _ts_now()
+
+
+# Reminders, re-engagement and broadcasts ------------------------------------------------
+
+SCHEDULED_KINDS = ("reminder", "reengage", "broadcast")
+# pending → sending (claimed by one scheduler) → sent | failed | skipped; cancelled by a change.
+SCHEDULED_STATUSES = ("pending", "sending", "sent", "failed", "skipped", "cancelled")
+
+
+class ScheduledMessage(SQLModel, table=True):
+    """A message the hub will send on its own at `due_at`: one row, one recipient.
+
+    `key` is unique, so planning the same reminder twice (a retried transaction, two
+    processes) stores it once; the outbound message it becomes carries the same key, so
+    sending it twice stores and sends it once.
+    """
+
+    __tablename__ = "scheduled_messages"
+    __table_args__ = (
+        Index("ix_scheduled_due", "status", "due_at"),
+        Index("ix_scheduled_broadcast", "broadcast_id", "status"),
+        Index("ix_scheduled_client", "client_id", "kind", "due_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))
+    key: str = Field(max_length=120, unique=True)
+    kind: str = Field(max_length=16)
+    client_id: int = Field(foreign_key="clients.id")
+    appointment_id: int | None = Field(default=None, foreign_key="appointments.id", index=True)
+    broadcast_id: int | None = Field(default=None, foreign_key="broadcasts.id")
+    service_id: int | None = Field(default=None, foreign_key="services.id")
+    due_at: datetime = _ts_now()
+    # Reminders are urgent: they may go in quiet hours if planning could not avoid them.
+    urgent: bool = Field(default=False)
+    status: str = Field(default="pending", max_length=10)
+    attempts: int = Field(default=0)
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # What the row is about, as planned (a reminder: the appointment's start and the offset).
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # Where it went: the channel and chat of the current attempt, the outbound message's id,
+    # and every "channel/inbox/chat" tried before (failover never tries one twice).
+    channel: str | None = Field(default=None, max_length=20)
+    conversation_id: int | None = Field(default=None, foreign_key="conversations.id")
+    message_id: str | None = Field(default=None, max_length=32, index=True)
+    tried: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    claimed_by: str | None = Field(default=None, max_length=100)
+    claimed_until: datetime | None = _ts()
+    created_at: datetime = _ts_now()
+    updated_at: datetime = _ts_now()
+    sent_at: datetime | None = _ts()
+
+
+BROADCAST_STATUSES = ("draft", "scheduled", "sending", "done", "cancelled")
+
+
+class Broadcast(SQLModel, table=True):
+    """A message to a segment of clients; each recipient becomes a ScheduledMessage."""
+
+    __tablename__ = "broadcasts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = Field(max_length=200)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    # The filter that picks the recipients (crm_store.segments.Segment as JSON).
+    segment: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="draft", max_length=10)
+    scheduled_at: datetime | None = _ts()
+    total: int = Field(default=0)
+    created_by_staff_id: int | None = Field(default=None, foreign_key="staff.id")
+    created_at: datetime = _ts_now()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()

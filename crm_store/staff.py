@@ -17,6 +17,17 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
 
+def configure_hashing(*, time_cost: int, memory_kib: int) -> None:
+    """Argon2's cost for new hashes (a small server may want less memory; the test suite
+    wants far less time). Existing hashes carry their own parameters and still verify; a
+    login rehashes one made with other parameters."""
+    global _hasher, _DUMMY_HASH
+    if (_hasher.time_cost, _hasher.memory_cost) == (time_cost, memory_kib):
+        return
+    _hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib)
+    _DUMMY_HASH = _hasher.hash("not-a-real-password")
+
+
 class StaffError(ValueError):
     pass
 

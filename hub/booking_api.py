@@ -29,6 +29,7 @@ from crm_store.db import transaction
 from crm_store.models import APPOINTMENT_STATUSES, Appointment, Client, Service, Staff
 from crm_store.slots import Slot, find_slots
 from crm_store.timeutil import aware
+from crm_store.visits import count_unsettled, unsettled
 from hub import auth, roles
 from hub.http_json import hub_of, optional_int, positive_int, query_date, read_body, refuse
 
@@ -73,6 +74,9 @@ class BusinessBody(BaseModel):
     phone: str | None = Field(default=None, max_length=32)
     address: dict[Literal["uk", "en", "ru"], str] | None = None
     hours_text: dict[Literal["uk", "en", "ru"], str] | None = None
+    reminder_offsets_min: list[int] | None = Field(default=None, max_length=5)
+    quiet_start_min: int | None = Field(default=None, ge=0, lt=1440)
+    quiet_end_min: int | None = Field(default=None, ge=0, lt=1440)
 
 
 def _author(request: web.Request) -> Author:
@@ -270,6 +274,22 @@ async def create_appointment(request: web.Request) -> web.Response:
     except AppointmentError as exc:
         raise _refusal(exc, rules) from None
     return web.json_response(body, status=201)
+
+
+@routes.get("/api/appointments/unsettled")
+async def unsettled_appointments(request: web.Request) -> web.Response:
+    """Ended appointments still booked or confirmed, to be marked done or no-show (a master:
+    their own). Registered before /api/appointments/{id}, which would take the word for an
+    id. `count` is all of them; the list holds the oldest UNSETTLED_LIMIT."""
+    hub = hub_of(request)
+    master_id = await roles.master_id_of(request) or optional_int(request, "master")
+    now = hub.clock()
+    async with hub.sessions() as session:
+        rules = await hub.rules(session)
+        rows = await unsettled(session, now=now, master_id=master_id)
+        count = await count_unsettled(session, now=now, master_id=master_id)
+        body = await appointments_json(session, rows, rules)
+    return web.json_response({"appointments": body, "count": count})
 
 
 @routes.get("/api/appointments/{id}")

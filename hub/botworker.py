@@ -2,6 +2,11 @@
 
 Reads hub:events in its own consumer group ("bots"). A redelivered event is harmless: each
 reply's idempotency key is derived from the client message it answers.
+
+What the turn did to the client's appointments (a cancellation above all: the time is free
+for someone else) is published as an `appointment` event, so the inbox tells staff at once and
+the calendar redraws. It is read from the audit log, which every change through the bot's
+tools writes, so it holds for either brain and whichever tool did it.
 """
 
 from __future__ import annotations
@@ -9,10 +14,13 @@ from __future__ import annotations
 import json
 import logging
 
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
 
 from bots.base import Responder, Turn
-from crm_store.models import Client, Conversation
+from crm_store.models import Appointment, AuditEntry, Client, Conversation
+from crm_store.timeutil import iso
 from hub import metrics
 from hub.bus import EVENTS_STREAM, Bus, Entry, PermanentError
 from hub.consumer import StreamConsumer
@@ -23,6 +31,8 @@ from hub.replies import BotSilenced, send_reply
 log = logging.getLogger(__name__)
 
 GROUP = "bots"
+# Changes the bot makes to an appointment that staff hear of at once.
+ANNOUNCED = ("cancelled", "confirmed", "book", "reschedule")
 
 
 class BotWorker:
@@ -69,8 +79,10 @@ class BotWorker:
             text=message.get("text", ""),
             language=client.language if client else None,
         )
+        mark = await self._audit_mark()
         with metrics.BOT_TURN_SECONDS.time():
             replies = await self.responder.respond(turn)
+        await self._announce(turn, mark, client.name if client else None)
         for n, reply in enumerate(replies):
             try:
                 await send_reply(
@@ -95,3 +107,41 @@ class BotWorker:
             )
             if handed:
                 metrics.HANDOFFS.inc()
+
+    async def _audit_mark(self) -> int:
+        """The newest audit entry before the turn: what the turn writes comes after it (its
+        ids are drawn later, whatever other transactions commit meanwhile)."""
+        async with self.sessions() as session:
+            newest = (await session.exec(select(func.max(AuditEntry.id)))).one()
+        return int(newest or 0)
+
+    async def _announce(self, turn: Turn, mark: int, client_name: str | None) -> None:
+        """An `appointment` event for each change the turn made to the client's appointments."""
+        async with self.sessions() as session:
+            rows = (
+                await session.exec(
+                    select(AuditEntry, Appointment)
+                    .join(Appointment, col(Appointment.id) == col(AuditEntry.entity_id))
+                    .where(
+                        col(AuditEntry.id) > mark,
+                        AuditEntry.actor == "bot",
+                        AuditEntry.entity == "appointment",
+                        col(AuditEntry.action).in_(ANNOUNCED),
+                        Appointment.client_id == turn.client_id,
+                    )
+                    .order_by(col(AuditEntry.id))
+                )
+            ).all()
+        for entry, appointment in rows:
+            await self.bus.publish_event(
+                "appointment",
+                appointment_id=appointment.id,
+                action=entry.action,
+                status=appointment.status,
+                start=iso(appointment.start_at),
+                master_id=appointment.master_id,
+                client_id=appointment.client_id,
+                client_name=client_name,
+                conversation_id=turn.conversation_id,
+                by="client",  # the client, through the bot
+            )

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hub import cli_eval, cli_import
+from hub import cli_broadcast, cli_eval, cli_import
 from hub.config import Settings
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=cmd_dead_replay)
     cli_import.register(sub)
     cli_eval.register(sub)
+    cli_broadcast.register(sub)
     return parser
 
 

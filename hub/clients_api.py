@@ -68,7 +68,9 @@ async def card_json(
     session: AsyncSession, client_id: int, rules: Rules, *, master_id: int | None = None
 ) -> dict[str, Any]:
     """The whole card: identities, appointments and the audit trail (404 if unknown). For a
-    master, only their own appointments (and their audit entries)."""
+    master, only their own appointments (and their audit entries). `visits` (done) and
+    `no_shows` count all of the client's appointments, a master's view too: how reliable a
+    client is matters to whoever keeps time for them, and a count shows no one's details."""
     try:
         found = await client_card(session, client_id)
     except ClientError as exc:
@@ -85,6 +87,8 @@ async def card_json(
         "identities": [identity_json(i, rules) for i in found.identities],
         "appointments": appointments,
         "audit": [audit_json(e, rules) for e in trail],
+        "visits": found.visits,
+        "no_shows": found.no_shows,
     }
 
 

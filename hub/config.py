@@ -44,8 +44,24 @@ class Settings(BaseSettings):
     hub_outbound_backoff_ms: int = Field(default=500, ge=1)
     hub_outbound_backoff_max_ms: int = Field(default=60_000, ge=1)
 
+    # Reminders, re-engagement and broadcasts (hub/scheduler.py).
+    hub_scheduler: bool = True
+    hub_scheduler_interval_s: float = Field(default=2.0, gt=0, le=300)
+    hub_scheduler_batch: int = Field(default=200, ge=1, le=5000)
+    hub_scheduler_lease_s: int = Field(default=300, ge=5)
+    # Messages a second the scheduler may start per channel, shared by all hub processes:
+    # Telegram allows a bot about 30/s, a Twilio long code 1/s (a messaging service more).
+    hub_send_rates: str = "telegram=25,viber=20,sms=1,email=2,instagram=1"
+    # Viber bills messages a bot starts (bots created since 2024): false keeps Viber to the
+    # 24 hours after the client's last message, like Instagram.
+    hub_viber_bot_initiated: bool = True
+    hub_reengage_every_min: int = Field(default=60, ge=1)
+
     # Staff sessions.
     hub_session_days: int = Field(default=14, ge=1)
+    # Argon2 cost of staff password hashes (argon2-cffi's defaults: 3 passes over 64 MiB).
+    hub_argon2_time_cost: int = Field(default=3, ge=1, le=20)
+    hub_argon2_memory_kib: int = Field(default=65536, ge=32, le=4 * 1024 * 1024)
 
     # Web chat.
     hub_webchat_enabled: bool = True
@@ -122,6 +138,14 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from None
+        return value
+
+    @field_validator("hub_send_rates")
+    @classmethod
+    def _rates(cls, value: str) -> str:
+        from hub.rate_limits import parse_rates
+
+        parse_rates(value)
         return value
 
     @field_validator("hub_default_region")

@@ -34,7 +34,8 @@ QUEUE_SIZE = 500
 # Under redis-py's default 5 s socket timeout, which a longer blocking read would trip.
 BLOCK_MS = 2_000
 ASSIGNEE_TTL = 2.0  # seconds an assignee lookup is trusted (a `conversation` event refreshes)
-SSE_EVENTS = frozenset({"message", "conversation"})
+# "appointment": a change the client made through the bot (hub/botworker.py).
+SSE_EVENTS = frozenset({"message", "conversation", "appointment"})
 REPLAY_MAX = 500  # events a reconnecting browser gets back at most (Last-Event-ID)
 STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
@@ -152,10 +153,12 @@ class EventFanout:
         of hands, the one who made it and the one it was taken from, so their list follows)."""
         if not any(s.master_id is not None for s in self.subscribers):
             return set()
+        owners: set[int] = set()
+        if event.get("type") == "appointment" and isinstance(event.get("master_id"), int):
+            owners.add(event["master_id"])  # the master whose day it is
         conversation_id = event.get("conversation_id")
         if not isinstance(conversation_id, int):
-            return set()
-        owners: set[int] = set()
+            return owners
         if event.get("type") == "conversation" and live:
             self.assignees.pop(conversation_id, None)
             # Whoever made the change (a master giving theirs back) and whoever lost it.

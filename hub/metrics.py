@@ -48,3 +48,11 @@ DEAD_LETTERS = Gauge("hub_dead_letters", "Entries in the dead-letter stream", re
 
 def render() -> bytes:
     return generate_latest(REGISTRY)
+
+
+SCHEDULED = Counter(
+    "hub_scheduled_messages_total",
+    "Reminders, re-engagement messages and broadcasts handled by the scheduler, by outcome",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from hub import api, booking_api, clients_api, inbox_api
+from hub import api, booking_api, broadcasts_api, clients_api, inbox_api
 
 routes = web.RouteTableDef()
 
@@ -195,6 +195,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         "POST", "/api/appointments", "Book", booking_api.BookBody, "the appointment", status=201
     ),
+    Endpoint(
+        "GET",
+        "/api/appointments/unsettled",
+        "Ended appointments still booked or confirmed: to mark done or no-show (masters: own)",
+        answer="{appointments: [...], count}",
+        query=("master",),
+    ),
     Endpoint("GET", "/api/appointments/{id}", "One appointment"),
     Endpoint(
         "PATCH",
@@ -202,6 +209,63 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Move, confirm, cancel, done, no-show",
         booking_api.ChangeBody,
         "the appointment",
+    ),
+    # Broadcasts (owner/admin)
+    Endpoint(
+        "POST",
+        "/api/broadcasts/preview",
+        "How many clients a segment has (marketing consent always required)",
+        broadcasts_api.PreviewBody,
+        "{count, sample: [first names]}",
+    ),
+    Endpoint(
+        "GET",
+        "/api/broadcasts",
+        "Broadcasts, newest first, with counts",
+        answer="{broadcasts: [...]}",
+        query=("limit", "offset"),
+    ),
+    Endpoint(
+        "POST",
+        "/api/broadcasts",
+        "Write a draft",
+        broadcasts_api.BroadcastBody,
+        "the broadcast",
+        status=201,
+    ),
+    Endpoint("GET", "/api/broadcasts/{id}", "A broadcast with its progress"),
+    Endpoint(
+        "PATCH",
+        "/api/broadcasts/{id}",
+        "Change a draft (audited)",
+        broadcasts_api.BroadcastChangeBody,
+        "the broadcast",
+    ),
+    Endpoint(
+        "POST",
+        "/api/broadcasts/{id}/send",
+        "Send now or at its time (audited; twice changes nothing)",
+        answer="the broadcast with its progress",
+    ),
+    Endpoint(
+        "POST",
+        "/api/broadcasts/{id}/cancel",
+        "Cancel: nothing more is sent (audited)",
+        answer="the broadcast with its progress",
+    ),
+    Endpoint(
+        "GET",
+        "/api/broadcasts/{id}/recipients",
+        "Each recipient's status",
+        answer="{recipients: [{client_id, name, channel, status, last_error, sent_at}], more}",
+        query=("status", "limit", "offset"),
+    ),
+    Endpoint(
+        "GET",
+        "/api/broadcast-templates",
+        "Ready texts in uk/en/ru",
+        answer="{templates: [{id, language, title, text}]}",
+        query=("lang",),
     ),
     Endpoint("GET", "/api/openapi.json", "This document"),
 )

@@ -1,8 +1,16 @@
-"""The router: inbound shards → client card, conversation, message (once) → hub:events."""
+"""The router: inbound shards → client card, conversation, message (once) → hub:events.
+
+Opt-out keywords work on every channel: a message that is just "stop", "стоп", "відписатися"
+… (prompts/consent.json) takes the client's marketing consent away ("start" gives it back),
+is not a question for the bot, and gets one short confirmation. Where the provider has its
+own keywords (SMS: the channel sets `InboundMessage.consent`), the provider answers them and
+the hub only records the consent.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,11 +26,47 @@ from hub.bus import Bus, Entry, PermanentError
 from hub.consumer import StreamConsumer
 from hub.events import message_event
 from hub.leases import ShardLeases
-from hub.messages import InboundMessage, utcnow
+from hub.messages import Author, InboundMessage, utcnow
+from hub.replies import send_reply
+from prompts import DEFAULT_LANGUAGE, LANGUAGES, load_json
 
 log = logging.getLogger(__name__)
 
 GROUP = "router"
+CONSENT_TEXTS = "consent.json"
+_PUNCTUATION = re.compile(r"[^\w\s]+")
+
+
+@dataclass(frozen=True)
+class ConsentKeyword:
+    granted: bool
+    language: str  # the keyword's own language, for a client whose language is unknown
+
+
+def consent_keyword(text: str) -> ConsentKeyword | None:
+    """An opt-out or opt-in keyword that is the whole message (any case, punctuation and
+    spaces around it ignored); None for anything else."""
+    stripped = text.strip()
+    if not stripped or stripped.startswith("/"):
+        return None  # a bot command (Telegram's "/start") is not a keyword
+    word = " ".join(_PUNCTUATION.sub(" ", stripped).split()).casefold()
+    table = load_json(CONSENT_TEXTS)
+    for key, granted in (("opt_out", False), ("opt_in", True)):
+        for language, words in table[key].items():
+            if word in words:
+                # "stop" is every language's: the salon's own then.
+                return ConsentKeyword(
+                    granted, language if language in LANGUAGES else DEFAULT_LANGUAGE
+                )
+    return None
+
+
+def keyword_of(msg: InboundMessage) -> ConsentKeyword | None:
+    """A keyword for the hub to act on and confirm: not when the channel already read one
+    (the provider answers those), nor in what a machine or the business wrote."""
+    if msg.consent is not None or msg.automated or msg.own:
+        return None
+    return consent_keyword(msg.text)
 
 
 @dataclass
@@ -86,14 +130,18 @@ class Router:
         if msg.own:
             await self.handle_own(msg)
             return
-        record = await self.store(msg)
+        keyword = keyword_of(msg)
+        record = await self.store(msg, keyword)
         if self.hooks.after_commit:
             self.hooks.after_commit(msg)
         # Published for duplicates too: a crash between commit and publish must not lose the
         # event, so every event consumer is idempotent on the message id.
-        quiet = msg.consent is not None or msg.automated
+        quiet = msg.consent is not None or msg.automated or keyword is not None
         extra = {"bot_reply": False} if quiet else {}
         await self.bus.publish_event(**message_event(record.message, record.conversation), **extra)
+        if keyword is not None:
+            # For duplicates too (a crash before it was queued); its key makes it one message.
+            await self.confirm_consent(record, keyword)
         channel = msg.channel
         if record.duplicate:
             metrics.DUPLICATES_IN.labels(channel).inc()
@@ -131,19 +179,22 @@ class Router:
             )
         metrics.MESSAGES_OUT.labels(msg.channel, "sent").inc()
 
-    async def store(self, msg: InboundMessage) -> InboundRecord:
+    async def store(
+        self, msg: InboundMessage, keyword: ConsentKeyword | None = None
+    ) -> InboundRecord:
         data = to_store(msg)
+        consent = msg.consent if keyword is None else keyword.granted
         for attempt in range(3):
             try:
                 async with transaction(self.sessions) as session:
                     record = await record_inbound(session, data, region=self.region)
-                    if msg.consent is not None and not record.duplicate:
+                    if consent is not None and not record.duplicate:
                         await set_consent(
                             session,
                             channel=msg.channel,
                             inbox=msg.inbox,
                             external_id=msg.sender_id,
-                            granted=msg.consent,
+                            granted=consent,
                             reason=f"{msg.channel}: {msg.text[:40]}",
                         )
                     if self.hooks.before_commit and not record.duplicate:
@@ -155,6 +206,20 @@ class Router:
                     raise
                 log.info("retrying %s after a unique-key race", msg.provider_message_id)
         raise AssertionError("unreachable")
+
+    async def confirm_consent(self, record: InboundRecord, keyword: ConsentKeyword) -> None:
+        """One short system message in the client's language: what changed, how to undo it."""
+        known = (record.client.language or "")[:2].lower()
+        language = known if known in LANGUAGES else keyword.language
+        texts = load_json(CONSENT_TEXTS)["opted_in" if keyword.granted else "opted_out"]
+        await send_reply(
+            self.sessions,
+            self.bus,
+            conversation_id=record.conversation.id,  # type: ignore[arg-type]
+            text=texts.get(language) or texts[DEFAULT_LANGUAGE],
+            author=Author.system,
+            idempotency_key=f"consent:{record.message.public_id}",
+        )
 
 
 def _short(exc: ValidationError) -> str:

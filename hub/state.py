@@ -10,7 +10,7 @@ import secrets
 import socket
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +27,8 @@ from crm_store.conversations import chat_history
 from crm_store.db import create_engine, is_sqlite, session_factory, transaction
 from crm_store.identity import mark_unreachable
 from crm_store.migrate import require_head, upgrade_async
+from crm_store.models import Business
+from crm_store.staff import configure_hashing
 from crm_store.timeutil import utcnow
 from hub.botworker import BotWorker
 from hub.brains import build_responder
@@ -39,7 +41,9 @@ from hub.events import message_frame
 from hub.exclusive import run_exclusive
 from hub.messages import DeliveryStatus, InboundMessage
 from hub.outbound import Backoff, Dispatcher
+from hub.rate_limits import parse_rates
 from hub.router import Router, RouterHooks
+from hub.scheduler import Scheduler, SchedulerConfig
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +138,7 @@ class Hub:
         run_router: bool = True,
         run_dispatcher: bool = True,
         run_bots: bool = True,
+        run_scheduler: bool | None = None,
         migrate: bool = False,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -146,6 +151,8 @@ class Hub:
         self.run_router = run_router
         self.run_dispatcher = run_dispatcher
         self.run_bots = run_bots
+        # None: as HUB_SCHEDULER says. Tests that move the clock call `scheduler.tick()`.
+        self.run_scheduler = settings.hub_scheduler if run_scheduler is None else run_scheduler
         self.name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.embedded: EmbeddedRedis | None = None
         self.channels: dict[str, Channel] = {}
@@ -159,6 +166,7 @@ class Hub:
         self.bus: Bus
         self.dispatcher: Dispatcher
         self.router: Router
+        self.scheduler: Scheduler
 
     # Lifecycle -------------------------------------------------------------------------
 
@@ -171,6 +179,7 @@ class Hub:
             url = await self.embedded.astart()
         self.redis = Redis.from_url(url, decode_responses=True, health_check_interval=30)
         await self.redis.ping()
+        configure_hashing(time_cost=s.hub_argon2_time_cost, memory_kib=s.hub_argon2_memory_kib)
         db_url = s.effective_database_url()
         self.engine = create_engine(db_url)
         if is_sqlite(db_url) or self.migrate:
@@ -192,6 +201,23 @@ class Hub:
                 base=s.hub_outbound_backoff_ms / 1000,
                 cap=s.hub_outbound_backoff_max_ms / 1000,
                 attempts=s.hub_outbound_attempts,
+            ),
+        )
+        self.scheduler = Scheduler(
+            sessions=self.sessions,
+            bus=self.bus,
+            channels=self.channels,
+            business=self.business,
+            clock=lambda: self.clock(),
+            worker=self.name,
+            config=SchedulerConfig(
+                interval_s=s.hub_scheduler_interval_s,
+                batch=s.hub_scheduler_batch,
+                lease=timedelta(seconds=s.hub_scheduler_lease_s),
+                rates=parse_rates(s.hub_send_rates),
+                viber_bot_initiated=s.hub_viber_bot_initiated,
+                reengage_every=timedelta(minutes=s.hub_reengage_every_min),
+                concurrency=1 if is_sqlite(db_url) else 8,
             ),
         )
 
@@ -216,10 +242,14 @@ class Hub:
             self.consumers.append(worker.consumer(f"bots-{self.name}", **common))
         for consumer in self.consumers:
             self.tasks.append(asyncio.create_task(consumer.run(), name=consumer.name))
+        if self.run_scheduler:
+            self.scheduler.start()
         await asyncio.wait_for(self.fanout_ready.wait(), 10)
 
     async def stop(self, grace: float = 10.0) -> None:
         """Let workers finish the entry in hand; what is cut short stays pending in Redis."""
+        if hasattr(self, "scheduler"):
+            self.scheduler.stop()
         for consumer in self.consumers:
             consumer.stop()
         workers = [t for t in self.tasks if t.get_name() != "fanout"]
@@ -250,12 +280,15 @@ class Hub:
         if self.embedded is not None:
             await self.embedded.astop()
 
-    async def rules(self, session: AsyncSession) -> Rules:
-        """The salon's booking rules: saved settings, else the environment's defaults."""
-        business = await get_business(
+    async def business(self, session: AsyncSession) -> Business:
+        """The salon's saved settings, else the environment's defaults."""
+        return await get_business(
             session, timezone=self.settings.hub_timezone, currency=self.settings.hub_currency
         )
-        return Rules.of(business)
+
+    async def rules(self, session: AsyncSession) -> Rules:
+        """The salon's booking rules."""
+        return Rules.of(await self.business(session))
 
     # Health ----------------------------------------------------------------------------
 

@@ -7,7 +7,18 @@ import logging
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from hub import api, auth, booking_api, clients_api, events_api, inbox_api, metrics, openapi, ui
+from hub import (
+    api,
+    auth,
+    booking_api,
+    broadcasts_api,
+    clients_api,
+    events_api,
+    inbox_api,
+    metrics,
+    openapi,
+    ui,
+)
 from hub.bus import DEAD_STREAM, inbound_stream, outbound_stream
 from hub.outbound import GROUP as DISPATCH_GROUP
 from hub.router import GROUP as ROUTER_GROUP
@@ -107,6 +118,7 @@ def create_app(hub: Hub) -> web.Application:
     app.add_routes(booking_api.routes)
     app.add_routes(clients_api.routes)
     app.add_routes(inbox_api.routes)
+    app.add_routes(broadcasts_api.routes)
     events_api.setup(app)
     app.add_routes(openapi.routes)
     ui.setup(app)

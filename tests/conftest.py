@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store.db import create_engine, pg_execute, session_factory
 from crm_store.migrate import upgrade
+from crm_store.staff import configure_hashing
 from hub.config import Settings
 from hub.embedded_redis import EmbeddedRedis
 from tests.support import RunningHub, start_hub
@@ -164,6 +165,11 @@ def test_settings(db: str, redis_url: str, tmp_path: Path, **overrides: object) 
         "hub_outbound_backoff_max_ms": 5,
         # Tests of the pipeline see only what they send; the bot's tests turn it on.
         "hub_bot": "off",
+        # Tests of reminders and broadcasts run the scheduler's tick themselves, on their clock.
+        "hub_scheduler": False,
+        # Real argon2 hashes, at a cost that lets a suite sign in hundreds of times.
+        "hub_argon2_time_cost": 1,
+        "hub_argon2_memory_kib": 64,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -181,6 +187,8 @@ async def hub(settings: Settings, redis) -> AsyncIterator[RunningHub]:
 
 def pytest_configure(config: pytest.Config) -> None:
     del config
+    # Staff made straight in the store (no hub) hash as cheaply as the hubs' (test_settings).
+    configure_hashing(time_cost=1, memory_kib=64)
     # Tests must never read the developer's .env or credentials.
     for name in ("OPENAI_API_KEY", "REDIS_URL", "DATABASE_URL"):
         os.environ.pop(name, None)

@@ -10,7 +10,9 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from crm_store.db import create_engine, session_factory, transaction
 from crm_store.models import Message
 from hub.config import Settings
 from hub.messages import Author
@@ -137,3 +139,18 @@ async def settled(running: RunningHub, public_id: str, *states: str) -> Message:
         return message if message.status in states else None
 
     return await eventually(probe)
+
+
+def on_db(db: str, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `action` in a transaction of its own, outside any running event loop (beside a
+    command under test that runs its own)."""
+
+    async def run() -> T:
+        engine = create_engine(db)
+        try:
+            async with transaction(session_factory(engine)) as session:
+                return await action(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())

@@ -136,3 +136,18 @@ async def test_failed_logins_are_throttled_and_csrf_is_required(hub: RunningHub)
             == 200
         )
         assert await status_of(staff, "GET", f"{hub.base_url}/api/me") == 401
+
+
+def test_the_hash_cost_is_set_by_the_hub_and_old_hashes_still_verify() -> None:
+    from argon2 import PasswordHasher
+
+    from crm_store.staff import configure_hashing, hash_password
+
+    configure_hashing(time_cost=2, memory_kib=128)
+    try:
+        stored = hash_password("correct horse")
+        assert "$m=128,t=2," in stored
+        # A hash made with other parameters (say, before the owner lowered them) verifies.
+        assert PasswordHasher(time_cost=1, memory_cost=64).verify(stored, "correct horse")
+    finally:
+        configure_hashing(time_cost=1, memory_kib=64)

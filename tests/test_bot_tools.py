@@ -76,6 +76,7 @@ async def test_specs_are_openai_functions_without_noise(sessions) -> None:
         "my_appointments",
         "reschedule",
         "cancel",
+        "confirm",
         "update_contact",
         "handoff",
     ]

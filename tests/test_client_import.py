@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,31 +29,18 @@ from crm_store.client_import import (
     sniff_delimiter,
     split_tags,
 )
-from crm_store.db import create_engine, is_sqlite, session_factory, transaction
+from crm_store.db import create_engine, is_sqlite, transaction
 from crm_store.models import AuditEntry, Client
 from crm_store.timeutil import aware
 from hub.cli import main
 from hub.cli_import import ProgressBar
+from tests.support import on_db
 
 KYIV = ZoneInfo("Europe/Kyiv")
 T = TypeVar("T")
 
 
 # Helpers ---------------------------------------------------------------------------------
-
-
-def on_db(db: str, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `action` in a transaction of its own, outside the CLI's event loop."""
-
-    async def run() -> T:
-        engine = create_engine(db)
-        try:
-            async with transaction(session_factory(engine)) as session:
-                return await action(session)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 def cards(db: str) -> list[dict[str, Any]]:

@@ -171,6 +171,7 @@ async def test_booking_round_trip_books_through_the_tools(sessions, fake: FakeOp
         "my_appointments",
         "reschedule",
         "cancel",
+        "confirm",
         "update_contact",
         "handoff",
     ]

@@ -2,7 +2,8 @@
 talk to the JSON API (docs/api.md) and listen to `GET /api/events`. Every asset is in the
 package (hub/ui/static): nothing is loaded from the internet.
 
-Pages: /inbox/login, /inbox (conversations, a conversation, the client's card), /inbox/calendar.
+Pages: /inbox/login, /inbox (conversations, a conversation, the client's card), /inbox/calendar,
+/inbox/broadcasts (owner/admin).
 A page without a live session redirects to the login page; the API enforces roles and CSRF, so
 the pages only hide what the API would refuse anyway.
 """
@@ -25,7 +26,7 @@ from prompts import LANGUAGES, pick_language, ui_strings
 HERE = Path(__file__).parent
 LANG_COOKIE = "hub_lang"
 # The pages' strings: shared ones, then each page's own (prompts/ui/<name>.json).
-PAGES = {page: ("common", page) for page in ("login", "inbox", "calendar")}
+PAGES = {page: ("common", page) for page in ("login", "inbox", "calendar", "broadcasts")}
 CSP = (
     "default-src 'self'; img-src 'self' data: https:; media-src 'self' https:; "
     "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
@@ -105,8 +106,16 @@ async def calendar_page(request: web.Request) -> web.Response:
     return render(request, "calendar")
 
 
+async def broadcasts_page(request: web.Request) -> web.Response:
+    # Owners and admins only: the API refuses masters, and the page tells them so.
+    if await _signed_in(request) is None:
+        raise _to_login(request)
+    return render(request, "broadcasts")
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/inbox/login", login_page)
     app.router.add_get("/inbox", inbox_page)
     app.router.add_get("/inbox/calendar", calendar_page)
+    app.router.add_get("/inbox/broadcasts", broadcasts_page)
     app.router.add_static("/inbox/static", HERE / "static")

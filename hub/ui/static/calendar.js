@@ -1,6 +1,8 @@
 // The calendar: a day or week per master in the salon's time zone, working hours shaded,
 // appointments as blocks; book, move (drag or form), confirm, cancel, done, no-show through
-// the JSON API (docs/api.md). Times are the salon's wall clock: the API answers with the
+// the JSON API (docs/api.md). Above the grid, the visits to settle (ended, still booked):
+// each marked done or no-show in one click. A change a client makes through the bot arrives
+// as a live `appointment` event and redraws both. Times are the salon's wall clock: the API answers with the
 // salon's offset, so a time's date and hour are read straight from its ISO text.
 "use strict";
 
@@ -75,6 +77,12 @@
 
   const shortDay = (date) => dayLabel(date, { weekday: "short", day: "numeric", month: "short" });
   const whenLabel = (iso) => `${shortDay(dateOf(iso))} · ${iso.slice(11, 16)}`;
+
+  // An instant in any offset (a live event's UTC time) as the salon's wall clock.
+  function instantLabel(iso) {
+    const p = partsIn(state.business.timezone, new Date(iso));
+    return `${shortDay(`${p.year}-${p.month}-${p.day}`)} · ${p.hour}:${p.minute}`;
+  }
 
   // Data -----------------------------------------------------------------------------------
 
@@ -604,6 +612,60 @@
     }
   }
 
+  // Visits to settle --------------------------------------------------------------------------
+
+  async function loadUnsettled() {
+    const box = $("cal-settle");
+    let data;
+    try {
+      data = await api("GET", "/api/appointments/unsettled");
+    } catch (err) {
+      return; // the grid shows errors; this list simply stays as it was
+    }
+    $("cal-settle-count").textContent = String(data.count);
+    $("cal-settle-list").replaceChildren(...data.appointments.map(settleItem));
+    box.hidden = data.count === 0;
+    box.dataset.count = String(data.count);
+  }
+
+  function settleItem(a) {
+    const problem = el("div", { class: "cal-problem" });
+    const mark = async (action) => {
+      try {
+        await api("PATCH", `/api/appointments/${a.id}`, { action });
+      } catch (err) {
+        problem.replaceChildren(el("p", { class: "error", role: "alert" }, reasonText(err)));
+        return;
+      }
+      toast(t("settle_ok"));
+      await Promise.all([loadUnsettled(), refresh()]);
+    };
+    return el("li", { class: "cal-settle-item", "data-id": a.id },
+      el("span", { class: "what" },
+        el("strong", {}, a.client.name || a.client.phone || "—"),
+        ` · ${whenLabel(a.start)} · ${nameOf(a.service.name)} · ${a.master.name || ""}`),
+      el("button", { type: "button", class: "settle-done", onclick: () => mark("done") }, t("action_done")),
+      el("button", { type: "button", class: "secondary settle-no-show", onclick: () => mark("no_show") }, t("action_no_show")),
+      problem,
+    );
+  }
+
+  // A client changed an appointment through the bot: show it, and what is left to settle.
+  function liveUpdates() {
+    const source = Hub.listen({
+      appointment: (change) => {
+        if (change.status === "cancelled" && change.by === "client" && change.start) {
+          toast(t("client_cancelled", { client: change.client_name || "", when: instantLabel(change.start) }));
+        }
+        if (!$("cal-dialog").open) refresh();
+        loadUnsettled();
+      },
+    });
+    // body[data-live] says whether live updates flow (tests wait for it too).
+    source.addEventListener("open", () => { document.body.dataset.live = "on"; });
+    source.addEventListener("error", () => { document.body.dataset.live = "off"; });
+  }
+
   // One appointment: details and what can be done with it -----------------------------------
 
   function detailRow(label, value) {
@@ -659,6 +721,7 @@
       const changed = await api("PATCH", `/api/appointments/${a.id}`, body);
       closeDialog();
       toast(body.action === "move" ? t("moved_ok") : t("changed_ok"));
+      if (["done", "no_show", "cancel"].includes(body.action)) loadUnsettled();
       await showAppointment(changed);
     } catch (err) {
       showRefusal(problem, err, (alt) => change(a, { action: "move", start: alt.start, master_id: alt.master_id }, problem));
@@ -743,7 +806,9 @@
     narrow.addEventListener("change", refresh);
     // Others book too (the bot, other staff): coming back to the tab shows their changes.
     document.addEventListener("visibilitychange", () => {
-      if (!document.hidden && !$("cal-dialog").open) refresh();
+      if (document.hidden) return;
+      if (!$("cal-dialog").open) refresh();
+      loadUnsettled();
     });
   }
 
@@ -775,7 +840,8 @@
     }
     readLocation();
     wire();
-    await refresh();
+    liveUpdates();
+    await Promise.all([refresh(), loadUnsettled()]);
     await openClientFromLink();
     document.body.dataset.ready = "true";
   }

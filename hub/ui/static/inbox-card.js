@@ -100,6 +100,21 @@ const InboxCard = (() => {
     const past = all.filter((a) => !upcoming.includes(a));
     fillList("appts-upcoming", upcoming.map(appointment));
     fillList("appts-past", past.map(appointment));
+    renderRecord();
+  }
+
+  // How many visits the client came to and missed, over all their appointments.
+  function renderRecord() {
+    let line = byId("card-record");
+    if (!line) {
+      line = el("p", { id: "card-record", class: "small" });
+      byId("appts-upcoming").parentElement.prepend(line);
+    }
+    const noShows = card.no_shows || 0;
+    line.dataset.noShows = String(noShows);
+    line.dataset.visits = String(card.visits || 0);
+    line.className = noShows ? "small error" : "small muted";
+    line.textContent = Hub.t("visits_line", { visits: card.visits || 0, no_shows: noShows });
   }
 
   function value(v) {

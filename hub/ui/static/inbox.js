@@ -154,6 +154,42 @@ const Inbox = (() => {
     }
   }
 
+  // A client changed an appointment through the bot: the card shows it, and a cancellation
+  // (a free time now, perhaps someone to call) is told to staff in a notice.
+  function appointmentChanged(change) {
+    if (state.open && state.open.client.id === change.client_id) InboxCard.reload();
+    if (change.status !== "cancelled" || change.by !== "client") return;
+    const client = change.client_name || Hub.t("no_name", { id: change.client_id });
+    notify(Hub.t("client_cancelled", { client, when: fullTime(change.start) }), change.conversation_id);
+  }
+
+  // One notice at a time at the top of the page, until dismissed or replaced.
+  function notify(text, conversationId) {
+    let node = byId("inbox-notice");
+    if (!node) {
+      node = Hub.el("div", { id: "inbox-notice", class: "banner notice", role: "status" });
+      byId("inbox").prepend(node);
+    }
+    const openIt = async () => {
+      node.hidden = true;
+      const conversation = await InboxList.lookup(conversationId).catch(() => null);
+      if (conversation) await open(conversation);
+    };
+    const parts = [Hub.el("span", { class: "notice-text" }, text), " "];
+    if (conversationId) {
+      parts.push(
+        Hub.el("button", { type: "button", class: "link notice-open", onclick: openIt }, Hub.t("open_conversation")),
+        " ",
+      );
+    }
+    parts.push(Hub.el("button", {
+      type: "button", class: "link notice-close", "aria-label": Hub.t("dismiss"), title: Hub.t("dismiss"),
+      onclick: () => { node.hidden = true; },
+    }, "×"));
+    node.replaceChildren(...parts);
+    node.hidden = false;
+  }
+
   // A conversation changed outside the page (a take, a release, another staff member).
   function conversationChanged(change) {
     InboxList.conversationChanged(change);
@@ -168,6 +204,7 @@ const Inbox = (() => {
         InboxThread.messageEvent(event);
       },
       conversation: conversationChanged,
+      appointment: appointmentChanged,
     });
     // body[data-live] says whether live updates flow (tests wait for it too).
     source.addEventListener("open", () => {
