@@ -38,7 +38,9 @@ const Hub = (() => {
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const data = response.status === 204 ? null : await response.json().catch(() => null);
-    if (response.status === 401 && !location.pathname.startsWith("/inbox/login")) {
+    // After a sign-out the page's other requests get 401 too: the sign-out's own navigation
+    // must win, or a second one aborts it and the login page comes with a stale ?next=.
+    if (response.status === 401 && !signingOut && !location.pathname.startsWith("/inbox/login")) {
       location.href = `/inbox/login?next=${encodeURIComponent(location.pathname + location.search)}`;
     }
     if (!response.ok) throw new ApiError(response.status, data);
@@ -69,7 +71,10 @@ const Hub = (() => {
     return node;
   }
 
+  let signingOut = false;
+
   async function signOut() {
+    signingOut = true;
     try {
       await api("POST", "/api/auth/logout");
     } finally {
