@@ -54,7 +54,7 @@ async def resolve_client(
             # They wrote again: they unblocked the bot or subscribed back.
             identity.unreachable_at = None
             identity.unreachable_reason = None
-        client = await _live_client(session, identity.client_id)
+        client = await live_client(session, identity.client_id)
         if client.id != identity.client_id:
             identity.client_id = client.id  # type: ignore[assignment]
         await _fill_gaps(session, client, hints, phone, email)
@@ -114,7 +114,7 @@ async def resolve_client(
     return Resolution(client, identity, new_client=new_client, new_identity=True)
 
 
-async def _live_client(session: AsyncSession, client_id: int) -> Client:
+async def live_client(session: AsyncSession, client_id: int) -> Client:
     """Follow merges: an identity of a merged card belongs to the card it was merged into."""
     client = await session.get(Client, client_id)
     seen = set()
@@ -231,7 +231,7 @@ async def set_consent(
     identity = await identity_of(session, channel, inbox, external_id)
     if identity is None:
         return None
-    client = await _live_client(session, identity.client_id)
+    client = await live_client(session, identity.client_id)
     if client.marketing_consent != granted:
         audit.record(
             session,

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bots.tools import service_name as bots_service_name
 from crm_store.business import Rules
 from crm_store.models import Appointment, Business, Client, ScheduledMessage, Service, Staff
 from crm_store.reminders import still_valid
@@ -72,10 +73,7 @@ def first_name(client: Client) -> str:
 
 
 def service_name(service: Service | None, language: str) -> str:
-    if service is None:
-        return ""
-    named = {"uk": service.name_uk, "en": service.name_en, "ru": service.name_ru}
-    return named.get(language) or service.name_uk
+    return "" if service is None else bots_service_name(service, language)
 
 
 def local_day_time(moment: datetime, rules: Rules, language: str) -> tuple[str, str]:

@@ -39,6 +39,7 @@ from crm_store import scheduled
 from crm_store.business import Rules
 from crm_store.conversations import open_conversation, record_outbound
 from crm_store.db import transaction
+from crm_store.identity import live_client
 from crm_store.models import BotState, Business, Client, Conversation, Message, ScheduledMessage
 from crm_store.reach import ReachRules, Route, ensure_identity, routes
 from crm_store.reengage import plan_reengagement
@@ -361,13 +362,11 @@ class Scheduler:
 
 
 async def _live_client(session: Any, client_id: int) -> Client | None:
-    """The card, following merges to the card it was merged into."""
-    client = await session.get(Client, client_id)
-    seen = 0
-    while client is not None and client.merged_into_id is not None and seen < 10:
-        client = await session.get(Client, client.merged_into_id)
-        seen += 1
-    return client
+    """The card, following merges to the card it was merged into; None when it is gone."""
+    try:
+        return await live_client(session, client_id)
+    except LookupError:
+        return None
 
 
 def _route(row: ScheduledMessage) -> Route:
