@@ -121,6 +121,8 @@ class Scheduler:
         # A tick longer than the interval (a big broadcast) makes APScheduler warn "skipped:
         # maximum number of running instances" every interval: that is the design, not news.
         logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+        # Its executor logs two INFO lines per run: every 2 s, that would bury the console.
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
         runner = AsyncIOScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
         )

@@ -49,6 +49,8 @@ async def test_serve_demo_on_embedded_defaults_and_stop_on_sigterm(tmp_path: Pat
         assert f"http://127.0.0.1:{port}/inbox" in output
         # The log holds no SQL, and so no password hash or saved session.
         assert "INSERT INTO" not in output and "argon2" not in output, output
+        # The scheduler ticks every 2 s; its clock must not write a line each time.
+        assert "Running job" not in output and "executed successfully" not in output, output
         login = re.search(r"demo owner login:\s+(\S+) / (\S+)", output)
         assert login, output
         socket_path = tmp_path / "data" / "redis.sock"
