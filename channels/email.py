@@ -260,6 +260,7 @@ class EmailChannel(Channel):
             todo = [(uid, size) for uid, size in everything if uid in recent]
             last = everything[-1][0] if everything else 0
         for uid, size in todo:
+            self.taken += 1  # before storing: a test that sees the message sees the count
             await self._take(box, uid, size)
             await self._save_cursor(box.uidvalidity, uid)
         same = cursor.get("uidvalidity") == box.uidvalidity
@@ -267,7 +268,6 @@ class EmailChannel(Channel):
         if last > before and (not todo or todo[-1][0] < last):
             # The first run skipped older mail: the cursor still moves past it.
             await self._save_cursor(box.uidvalidity, last)
-        self.taken += len(todo)
         return max(last, before, 0)
 
     async def _save_cursor(self, uidvalidity: int, uid: int) -> None:

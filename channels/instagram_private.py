@@ -177,7 +177,8 @@ class PrivateInstagramChannel(Channel):
         self._wake = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
         self._transient_failures = 0
-        self.cycles = 0  # completed poll cycles (tests wait on it)
+        self.begun = 0  # poll cycles started (tests wait on it with `cycles`)
+        self.cycles = 0  # completed poll cycles
         self.logins = 0  # password logins this process made
 
     def __repr__(self) -> str:
@@ -238,6 +239,7 @@ class PrivateInstagramChannel(Channel):
         self._leading = True
         try:
             while True:
+                self.begun += 1
                 delay = await self._cycle()
                 self.cycles += 1
                 await self._wait(delay)

@@ -180,13 +180,16 @@ def channel_of(running: RunningHub, clock: Clock | None = None) -> PrivateInstag
 
 
 async def polled(channel: PrivateInstagramChannel, times: int = 1) -> None:
-    """Run `times` more poll cycles now (instead of at the interval)."""
+    """Run `times` more whole poll cycles now (instead of at the interval).
+
+    A cycle already under way when we wake the poller does not count: it may have read
+    the inbox before the test changed what the fake answers."""
     for _ in range(times):
-        seen = channel.cycles
+        target = channel.begun + 1
         channel.wake()
 
-        async def done(seen: int = seen) -> bool:
-            return channel.cycles > seen
+        async def done(target: int = target) -> bool:
+            return channel.cycles >= target
 
         await eventually(done)
 
