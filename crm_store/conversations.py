@@ -10,6 +10,7 @@ from typing import Any
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from crm_store import audit
 from crm_store.identity import Hints, Resolution, resolve_client
 from crm_store.models import Client, Conversation, Message
 from crm_store.timeutil import utcnow
@@ -198,6 +199,9 @@ async def record_own(
     taken_from = conversation.status if conversation.status in ("bot", "waiting") else None
     if taken_from:
         conversation.status = "human"
+        record_hands(
+            session, conversation, taken_from, actor="staff", reason="written outside the hub"
+        )
     await session.flush()
     return InboundRecord(
         message,
@@ -402,10 +406,38 @@ async def chat_history(
     return list(reversed(rows))
 
 
+# Each change of hands is in the audit log; analytics counts hand-offs there (docs/metrics.md).
+HANDS = {"waiting": "hand_off", "human": "take", "bot": "give_back", "closed": "close"}
+
+
+def record_hands(
+    session: AsyncSession,
+    conversation: Conversation,
+    before: str,
+    *,
+    actor: audit.Actor,
+    staff_id: int | None = None,
+    reason: str = "",
+) -> None:
+    audit.record(
+        session,
+        actor=actor,
+        staff_id=staff_id,
+        entity="conversation",
+        entity_id=conversation.id,  # type: ignore[arg-type]
+        action=HANDS[conversation.status],
+        changes={"status": [before, conversation.status], "reason": reason},
+    )
+
+
 async def take_over(session: AsyncSession, conversation: Conversation, staff_id: int) -> bool:
     """A staff reply takes the conversation: the bot stays silent while a human has it."""
     changed = conversation.status != "human" or conversation.assignee_id != staff_id
-    conversation.status = "human"
+    if conversation.status != "human":
+        before, conversation.status = conversation.status, "human"
+        record_hands(
+            session, conversation, before, actor="staff", staff_id=staff_id, reason="reply"
+        )
     conversation.assignee_id = staff_id
     await session.flush()
     return changed

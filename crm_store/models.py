@@ -115,6 +115,8 @@ class Message(SQLModel, table=True):
         ),
         UniqueConstraint("outbound_key", name="uq_message_outbound"),
         Index("ix_message_conversation", "conversation_id", "id"),
+        Index("ix_message_created", "created_at"),
+        Index("ix_message_conversation_time", "conversation_id", "created_at"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bots.state import forget
+from crm_store.conversations import record_hands
 from crm_store.db import transaction
 from crm_store.models import Conversation
 from crm_store.timeutil import utcnow
@@ -42,6 +43,8 @@ async def _set(
         conversation.assignee_id = assignee_id
         conversation.closed_at = utcnow() if status == "closed" else None
         session.add(conversation)
+        actor = "staff" if staff_id is not None else "bot" if status == "waiting" else "system"
+        record_hands(session, conversation, before, actor=actor, staff_id=staff_id, reason=reason)
     await bus.publish_event(
         "conversation",
         conversation_id=conversation_id,

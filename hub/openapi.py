@@ -9,6 +9,7 @@ document can't drift from the code silently. Like the rest of /api/, it needs a 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -267,8 +268,33 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         answer="{templates: [{id, language, title, text}]}",
         query=("lang",),
     ),
+    # Analytics (owner/admin; docs/metrics.md)
+    Endpoint(
+        "GET",
+        "/api/analytics",
+        "Every analytics table for a period",
+        answer="{period: {from, to, timezone}, channel, days, currency, "
+        "tables: {name: {columns, rows}}}",
+        query=("from", "to", "channel", "days"),
+    ),
+    Endpoint(
+        "GET",
+        "/api/analytics/{table}.csv",
+        "One analytics table as CSV (UTF-8 with a BOM, the salon's local times)",
+        answer="text/csv, an attachment",
+        query=("from", "to", "channel", "days"),
+    ),
+    Endpoint(
+        "GET",
+        "/api/analytics/{table}",
+        "One analytics table",
+        answer="{table, columns, rows, period}",
+        query=("from", "to", "channel", "days"),
+    ),
     Endpoint("GET", "/api/openapi.json", "This document"),
 )
+# A path parameter may be followed by more of its segment: /api/analytics/{table}.csv.
+PATH_PARAM = re.compile(r"\{(\w+)\}")
 
 ERROR = {
     "type": "object",
@@ -325,9 +351,8 @@ def _operation(endpoint: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
         },
     }
     params = [
-        {"name": name[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in endpoint.path.split("/")
-        if name.startswith("{")
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in PATH_PARAM.findall(endpoint.path)
     ]
     params += [
         {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
@@ -353,7 +378,7 @@ def _operation(endpoint: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
 
 
 def _slug(path: str) -> str:
-    parts = [p.strip("{}") for p in path.removeprefix("/api/").split("/")]
+    parts = [p.replace("{", "").replace("}", "") for p in path.removeprefix("/api/").split("/")]
     return "_".join(p.replace(".", "_") for p in parts)
 
 

@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from hub import (
+    analytics_api,
     api,
     auth,
     booking_api,
@@ -119,6 +120,7 @@ def create_app(hub: Hub) -> web.Application:
     app.add_routes(clients_api.routes)
     app.add_routes(inbox_api.routes)
     app.add_routes(broadcasts_api.routes)
+    app.add_routes(analytics_api.routes)
     events_api.setup(app)
     app.add_routes(openapi.routes)
     ui.setup(app)

@@ -84,7 +84,10 @@ async def test_visitor_message_reaches_staff_and_reply_reaches_visitor(hub: Runn
             client = await session.get(Client, conv.client_id)
             assert client is not None and client.language == "en"
             audit = (await session.exec(select(AuditEntry))).all()
-            assert [(a.entity, a.action) for a in audit] == [("client", "created")]
+            assert [(a.entity, a.action) for a in audit] == [
+                ("client", "created"),
+                ("conversation", "take"),  # staff took it from the bot by replying
+            ]
         await ws.close()
 
         # A reload shows the history, in order.

@@ -3,7 +3,7 @@ talk to the JSON API (docs/api.md) and listen to `GET /api/events`. Every asset 
 package (hub/ui/static): nothing is loaded from the internet.
 
 Pages: /inbox/login, /inbox (conversations, a conversation, the client's card), /inbox/calendar,
-/inbox/broadcasts (owner/admin).
+/inbox/broadcasts (owner/admin), /inbox/analytics (owner/admin; rendered whole on the server).
 A page without a live session redirects to the login page; the API enforces roles and CSRF, so
 the pages only hide what the API would refuse anyway.
 """
@@ -19,14 +19,17 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 
-from hub import auth
+from crm_store.models import Staff
+from hub import analytics_page, auth, roles
 from hub.http_json import hub_of
 from prompts import LANGUAGES, pick_language, ui_strings
 
 HERE = Path(__file__).parent
 LANG_COOKIE = "hub_lang"
 # The pages' strings: shared ones, then each page's own (prompts/ui/<name>.json).
-PAGES = {page: ("common", page) for page in ("login", "inbox", "calendar", "broadcasts")}
+PAGES = {
+    page: ("common", page) for page in ("login", "inbox", "calendar", "broadcasts", "analytics")
+}
 CSP = (
     "default-src 'self'; img-src 'self' data: https:; media-src 'self' https:; "
     "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
@@ -113,9 +116,33 @@ async def broadcasts_page(request: web.Request) -> web.Response:
     return render(request, "broadcasts")
 
 
+async def analytics_view(request: web.Request) -> web.Response:
+    """The owner's figures, drawn here (charts are SVG): the page works without a script."""
+    signed = await _signed_in(request)
+    if signed is None:
+        raise _to_login(request)
+    hub = hub_of(request)
+    async with hub.sessions() as session:
+        me = await session.get(Staff, signed.staff_id)
+    if me is None or not me.active:
+        raise _to_login(request)
+    if not roles.is_manager(me):
+        response = render(request, "analytics", me=me, forbidden=True)
+        response.set_status(403)
+        return response
+    language = language_of(request)
+    status, view = await analytics_page.page_view(
+        hub, request.query, language=language, texts=strings("analytics", language)
+    )
+    response = render(request, "analytics", me=me, forbidden=False, **view)
+    response.set_status(status)
+    return response
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/inbox/login", login_page)
     app.router.add_get("/inbox", inbox_page)
     app.router.add_get("/inbox/calendar", calendar_page)
     app.router.add_get("/inbox/broadcasts", broadcasts_page)
+    app.router.add_get("/inbox/analytics", analytics_view)
     app.router.add_static("/inbox/static", HERE / "static")

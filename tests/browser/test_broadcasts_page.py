@@ -76,7 +76,7 @@ async def test_owner_sends_a_broadcast_and_watches_it_go(inbox: Inbox, page: Any
         assert 0 < vip < everyone
 
         await sign_in(page, inbox, inbox.owner)
-        await page.locator("nav a.nav-managers").click()
+        await page.locator('nav a[href="/inbox/broadcasts"]').click()
         await page.wait_for_url(f"{base}/inbox/broadcasts")
         await page.click("#bc-new")
         # The consent rule is stated on the form.
@@ -184,7 +184,7 @@ async def test_a_scheduled_broadcast_is_cancelled_from_the_page(inbox: Inbox, pa
 async def test_a_master_has_no_broadcasts(inbox: Inbox, page: Any) -> None:
     await sign_in(page, inbox, inbox.master)
     await page.locator("#me").filter(has_text="master").wait_for()
-    assert await page.locator("nav a.nav-managers").is_hidden()
+    assert await page.locator('nav a[href="/inbox/broadcasts"]').is_hidden()
     await page.goto(f"{inbox.url}/inbox/broadcasts")
     await page.locator("#bc-forbidden").wait_for()
     assert await page.locator("#bc-app").is_hidden()
