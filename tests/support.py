@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -13,7 +14,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store.db import create_engine, session_factory, transaction
-from crm_store.models import Message
+from crm_store.models import Conversation, Message
+from crm_store.timeutil import as_utc
 from hub.config import Settings
 from hub.messages import Author
 from hub.replies import send_reply
@@ -154,3 +156,22 @@ def on_db(db: str, action: Callable[[AsyncSession], Awaitable[T]]) -> T:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+def message_row(
+    conversation: Conversation, at: datetime, direction: str, author: str, text: str, n: int
+) -> Message:
+    """A stored message of a conversation at a chosen time (analytics test data)."""
+    return Message(
+        public_id=f"m{conversation.id}x{n}",
+        conversation_id=conversation.id,  # type: ignore[arg-type]
+        client_id=conversation.client_id,
+        channel=conversation.channel,
+        inbox="main",
+        direction=direction,
+        author=author,
+        text=text,
+        status="received" if direction == "in" else "delivered",
+        created_at=as_utc(at),
+        sent_at=as_utc(at),
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -18,11 +18,11 @@ from sqlmodel import select
 
 from crm_store.appointments import Author, book, set_status
 from crm_store.db import transaction
-from crm_store.models import Client, Conversation, Message, Staff
+from crm_store.models import Client, Conversation, Staff
 from crm_store.staff import add_staff, hash_password
 from crm_store.timeutil import as_utc
 from tests.salon import RULES, Salon, build_salon, kyiv
-from tests.support import RunningHub, client_session, login
+from tests.support import RunningHub, client_session, login, message_row
 
 NOW = kyiv("2026-11-20 12:00")  # a Friday
 PASSWORD = "s3cret-pass"
@@ -37,24 +37,6 @@ class World:
     taras: int
     telegram: int  # Oksana's conversation
     webchat: int  # Taras's conversation
-
-
-def _message(
-    conversation: Conversation, at: datetime, direction: str, author: str, text: str, n: int
-) -> Message:
-    return Message(
-        public_id=f"m{conversation.id}x{n}",
-        conversation_id=conversation.id,  # type: ignore[arg-type]
-        client_id=conversation.client_id,
-        channel=conversation.channel,
-        inbox="main",
-        direction=direction,
-        author=author,
-        text=text,
-        status="received" if direction == "in" else "delivered",
-        created_at=as_utc(at),
-        sent_at=as_utc(at),
-    )
 
 
 async def world(hub: RunningHub) -> World:
@@ -95,10 +77,12 @@ async def world(hub: RunningHub) -> World:
         telegram, webchat = conversations
         session.add_all(
             [
-                _message(telegram, ASKED, "in", "client", "Скільки коштує манікюр?", 1),
-                _message(telegram, ASKED + timedelta(seconds=30), "out", "bot", "800 грн", 2),
-                _message(webchat, ASKED_LATE, "in", "client", "What's the price of a haircut?", 1),
-                _message(webchat, ASKED_LATE + timedelta(minutes=10), "out", "staff", "600", 2),
+                message_row(telegram, ASKED, "in", "client", "Скільки коштує манікюр?", 1),
+                message_row(telegram, ASKED + timedelta(seconds=30), "out", "bot", "800 грн", 2),
+                message_row(
+                    webchat, ASKED_LATE, "in", "client", "What's the price of a haircut?", 1
+                ),
+                message_row(webchat, ASKED_LATE + timedelta(minutes=10), "out", "staff", "600", 2),
             ]
         )
         # Oksana books a minute after the bot's answer, and comes.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import DateTime, and_, case, func, literal, select
@@ -105,49 +106,33 @@ async def _service_names(session: AsyncSession, ids: set[int], language: str) ->
 
 
 async def revenue(session: AsyncSession, query: Query) -> tuple[Table, Table]:
-    done = and_(A.status == "done", started_in(query))
-    by_service = await run(
-        session,
-        select(A.service_id, func.count(), func.sum(A.price_minor))
-        .where(done)
-        .group_by(A.service_id),
+    per_service = await _revenue_by(
+        session, query, "service", lambda ids: _service_names(session, ids, query.language)
     )
-    by_master = await run(
-        session,
-        select(A.master_id, func.count(), func.sum(A.price_minor))
-        .where(done)
-        .group_by(A.master_id),
-    )
-    services_rows = by_service.all()
-    services = await _service_names(session, {r[0] for r in services_rows}, query.language)
-    masters_rows = by_master.all()
-    names = await names_of_staff(session, {r[0] for r in masters_rows})
-
-    def ranked(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-        return sorted(rows, key=lambda r: (-r["revenue_minor"], r[key]))
-
-    per_service = ranked(
-        [
-            {
-                "service_id": sid,
-                "service": services.get(sid),
-                "visits": n,
-                "revenue_minor": int(total or 0),
-            }
-            for sid, n, total in services_rows
-        ],
-        "service_id",
-    )
-    per_master = ranked(
-        [
-            {
-                "master_id": mid,
-                "master": names.get(mid),
-                "visits": n,
-                "revenue_minor": int(total or 0),
-            }
-            for mid, n, total in masters_rows
-        ],
-        "master_id",
+    per_master = await _revenue_by(
+        session, query, "master", lambda ids: names_of_staff(session, ids)
     )
     return Table("revenue_services", per_service), Table("revenue_masters", per_master)
+
+
+async def _revenue_by(
+    session: AsyncSession,
+    query: Query,
+    what: str,
+    names_of: Callable[[set[int]], Awaitable[dict[int, str]]],
+) -> list[dict[str, Any]]:
+    """Done visits and their revenue per service or master, largest first."""
+    key = A[f"{what}_id"]
+    result = await run(
+        session,
+        select(key, func.count(), func.sum(A.price_minor))
+        .where(A.status == "done", started_in(query))
+        .group_by(key),
+    )
+    found = result.all()
+    names = await names_of({row[0] for row in found})
+    rows = [
+        {f"{what}_id": id_, what: names.get(id_), "visits": n, "revenue_minor": int(total or 0)}
+        for id_, n, total in found
+    ]
+    return sorted(rows, key=lambda r: (-r["revenue_minor"], r[f"{what}_id"]))

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from crm_store.db import transaction
-from crm_store.models import Client, Conversation, Message
+from crm_store.models import Client, Conversation
 from tests.browser.conftest import Inbox, shot, sign_in
+from tests.support import message_row
 
 
 @dataclass
@@ -23,24 +24,6 @@ class Asked:
     lead_conversation: int
     today: str
     week_ago: str
-
-
-def _message(
-    conversation: Conversation, at: datetime, direction: str, author: str, text: str, n: int
-) -> Message:
-    return Message(
-        public_id=f"an{conversation.id}x{n}",
-        conversation_id=conversation.id,  # type: ignore[arg-type]
-        client_id=conversation.client_id,
-        channel=conversation.channel,
-        inbox="main",
-        direction=direction,
-        author=author,
-        text=text,
-        status="received" if direction == "in" else "delivered",
-        created_at=at,
-        sent_at=at,
-    )
 
 
 async def inquiries(inbox: Inbox) -> Asked:
@@ -73,9 +56,9 @@ async def inquiries(inbox: Inbox) -> Asked:
             )
             session.add(conversation)
             await session.flush()
-            session.add(_message(conversation, at, "in", "client", text, 1))
+            session.add(message_row(conversation, at, "in", "client", text, 1))
             session.add(
-                _message(conversation, at + timedelta(seconds=answer), "out", author, "ok", 2)
+                message_row(conversation, at + timedelta(seconds=answer), "out", author, "ok", 2)
             )
             made.append(conversation)
     today = now.astimezone(business_tz).date()
