@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -26,11 +27,21 @@ from crm_store.catalog import (
     set_master_services,
     set_working_hours,
 )
-from crm_store.models import Appointment, Client, MasterService, Service, Staff
+from crm_store.models import (
+    Appointment,
+    Client,
+    Conversation,
+    MasterService,
+    Message,
+    Service,
+    Staff,
+)
 from crm_store.slots import find_slots
-from crm_store.timeutil import aware
+from crm_store.timeutil import as_utc, aware
 
 DATA = Path(__file__).with_name("demo_salon.json")
+CHATS = Path(__file__).with_name("demo_chats.json")
+CHAT_DAYS = 45  # how far back the demo's past chats go
 SYSTEM = Author("system")
 DAYS_BEFORE, DAYS_AFTER = 21, 14
 PAST_OUTCOMES = (("done", 85), ("no_show", 7), ("cancelled", 8))
@@ -53,10 +64,12 @@ async def load_demo_salon(
     currency: str = "UAH",
     seed: int = 7,
     history: bool = True,
+    chats: bool = False,
 ) -> DemoSummary:
     """Fill an empty salon; a salon that already has services is left as it is. Without
     `history` only the salon itself is loaded (services, masters, hours): what the bot
-    evaluation needs to start from a known, empty book."""
+    evaluation needs to start from a known, empty book. With `chats`, the clients' past web
+    chats too (closed, answered by the bot or by staff): what the analytics page shows."""
     if (await session.exec(select(Service.id).limit(1))).first() is not None:
         return await _summary(session, created=False)
     data = json.loads(DATA.read_text(encoding="utf-8"))
@@ -82,6 +95,8 @@ async def load_demo_salon(
         "vacation",
     )
     await _appointments(session, masters, clients, rules, now, random.Random(seed))
+    if chats:
+        await _chats(session, clients, rules, now, random.Random(seed))
     return await _summary(session, created=True)
 
 
@@ -235,6 +250,70 @@ async def _past(
         if client is not None and (last is None or last < start):
             client.last_visit_at = start
             session.add(client)
+
+
+async def _chats(
+    session: AsyncSession, clients: list[int], rules: Rules, now: datetime, rng: random.Random
+) -> None:
+    """One to three past web chats per client: a question and the bot's answer within seconds,
+    or, one time in five, a hand-off and an administrator's answer within the hour."""
+    texts = json.loads(CHATS.read_text(encoding="utf-8"))
+    for client_id in clients:
+        client = await session.get(Client, client_id)
+        language = client.language if client and client.language in texts["asks"] else "uk"
+        for _ in range(rng.randint(1, 3)):
+            day = (now - timedelta(days=rng.randint(1, CHAT_DAYS))).astimezone(rules.tz).date()
+            # UTC: SQLite keeps a time's wall clock and drops its offset.
+            asked = as_utc(_local(day, f"{rng.randint(8, 21):02d}:{rng.randint(0, 59):02d}", rules))
+            question, answer = rng.choice(texts["asks"][language])
+            by_staff = rng.random() < 0.2
+            delay = timedelta(
+                minutes=rng.randint(3, 50) if by_staff else 0, seconds=rng.randint(2, 20)
+            )
+            chat = Conversation(
+                client_id=client_id,
+                channel="webchat",
+                inbox="main",
+                chat_id=uuid.uuid4().hex,
+                status="closed",
+                opened_at=asked,
+                closed_at=asked + delay + timedelta(minutes=5),
+                last_message_at=asked + delay,
+                first_inbound_at=asked,
+                first_response_at=asked + delay,
+            )
+            session.add(chat)
+            await session.flush()
+            said = [("in", "client", asked, question)]
+            if by_staff:
+                said.append(("out", "staff", asked + delay, texts["staff"][language]))
+                audit.record(
+                    session,
+                    actor="bot",
+                    entity="conversation",
+                    entity_id=chat.id,  # type: ignore[arg-type]
+                    action="hand_off",
+                    changes={"status": ["bot", "waiting"], "reason": "demo"},
+                ).at = asked + timedelta(seconds=1)
+            else:
+                said.append(("out", "bot", asked + delay, answer))
+            for direction, author, at, text in said:
+                session.add(
+                    Message(
+                        public_id=uuid.uuid4().hex,
+                        conversation_id=chat.id,  # type: ignore[arg-type]
+                        client_id=client_id,
+                        channel="webchat",
+                        inbox="main",
+                        direction=direction,
+                        author=author,
+                        text=text,
+                        status="received" if direction == "in" else "delivered",
+                        created_at=at,
+                        status_at=at,
+                        sent_at=at,
+                    )
+                )
 
 
 async def _summary(session: AsyncSession, *, created: bool) -> DemoSummary:

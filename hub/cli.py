@@ -189,6 +189,7 @@ async def _fill_demo(settings: Settings, sessions) -> DemoSummary:  # type: igno
             now=datetime.now(UTC),
             timezone=settings.hub_timezone,
             currency=settings.hub_currency,
+            chats=True,
         )
 
 

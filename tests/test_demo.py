@@ -75,3 +75,33 @@ def test_demo_data_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caps
     assert main(["demo-data"]) == 0
     assert "nothing was added" in capsys.readouterr().out
     assert (tmp_path / "data" / "hub.sqlite3").exists()
+
+
+async def test_the_demo_chats_give_the_analytics_page_figures(sessions) -> None:
+    """`hub serve --demo` loads past web chats too: closed, every question answered (by the bot
+    in seconds, or after a hand-off by staff), so the owner's page is not empty."""
+    from crm_store.analytics import Query, dashboard
+    from crm_store.models import AuditEntry, Conversation, Message
+
+    async with transaction(sessions) as session:
+        await load_demo_salon(session, now=NOW, chats=True)
+    async with sessions() as session:
+        chats = (await session.exec(select(Conversation))).all()
+        messages = (await session.exec(select(Message))).all()
+        hand_offs = (
+            await session.exec(select(AuditEntry).where(AuditEntry.action == "hand_off"))
+        ).all()
+        rules = Rules.of(await get_business(session))
+        today = NOW.astimezone(rules.tz).date()
+        tables = await dashboard(
+            session, Query(first=today - timedelta(days=59), last=today, tz=rules.tz, now=NOW)
+        )
+    assert chats and {c.status for c in chats} == {"closed"}
+    assert {c.channel for c in chats} == {"webchat"}
+    assert len(messages) == 2 * len(chats)  # a question and its answer
+    staff_answers = [m for m in messages if m.author == "staff"]
+    assert len(hand_offs) == len(staff_answers) > 0
+    overall = tables["responses"].rows[0]
+    assert overall["inquiries"] == overall["answered"] == len(chats)
+    responders = {r["key"]: r for r in tables["responses"].rows if r["dimension"] == "responder"}
+    assert responders["bot"]["p90_s"] <= 20 < responders["staff"]["median_s"]
