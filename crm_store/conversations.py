@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store import audit
 from crm_store.identity import Hints, Resolution, resolve_client
-from crm_store.models import Client, Conversation, Message
+from crm_store.models import AuditEntry, Client, Conversation, Message
 from crm_store.timeutil import utcnow
 
 OPEN_STATUSES = ("bot", "waiting", "human")
@@ -418,8 +418,8 @@ def record_hands(
     actor: audit.Actor,
     staff_id: int | None = None,
     reason: str = "",
-) -> None:
-    audit.record(
+) -> AuditEntry:
+    return audit.record(
         session,
         actor=actor,
         staff_id=staff_id,

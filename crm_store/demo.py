@@ -27,6 +27,7 @@ from crm_store.catalog import (
     set_master_services,
     set_working_hours,
 )
+from crm_store.conversations import record_hands
 from crm_store.models import (
     Appointment,
     Client,
@@ -287,14 +288,10 @@ async def _chats(
             said = [("in", "client", asked, question)]
             if by_staff:
                 said.append(("out", "staff", asked + delay, texts["staff"][language]))
-                audit.record(
-                    session,
-                    actor="bot",
-                    entity="conversation",
-                    entity_id=chat.id,  # type: ignore[arg-type]
-                    action="hand_off",
-                    changes={"status": ["bot", "waiting"], "reason": "demo"},
-                ).at = asked + timedelta(seconds=1)
+                chat.status = "waiting"  # handed to staff, written as the hub writes it
+                handed = record_hands(session, chat, "bot", actor="bot", reason="demo")
+                handed.at = asked + timedelta(seconds=1)
+                chat.status = "closed"
             else:
                 said.append(("out", "bot", asked + delay, answer))
             for direction, author, at, text in said:

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Double, Integer, cast, func, select
+from sqlalchemy import select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store.business import Rules
 from crm_store.catalog import DayHours, Offer, offers_for, time_off, working_hours
 from crm_store.models import Appointment
+from crm_store.sqltime import epoch_seconds
 
 # Appointments in these statuses hold the master's time (a cancelled one does not).
 HOLDING = ("booked", "confirmed", "done", "no_show")
@@ -165,11 +165,10 @@ async def busy_times(
 ) -> dict[int, list[tuple[float, float]]]:
     """Each master's held time (appointment plus buffer) overlapping [start, end)."""
     connection = await session.connection()
-    seconds = _epoch_sql(connection.dialect.name)
     query = select(
         Appointment.master_id,
-        seconds(col(Appointment.start_at)),
-        seconds(col(Appointment.block_end_at)),
+        epoch_seconds(col(Appointment.start_at)),
+        epoch_seconds(col(Appointment.block_end_at)),
     ).where(
         col(Appointment.master_id).in_(list(master_ids)),
         col(Appointment.status).in_(HOLDING),
@@ -183,13 +182,6 @@ async def busy_times(
     for master_id, begins, ends in (await connection.execute(query)).all():
         busy[master_id].append((begins, ends))
     return busy
-
-
-def _epoch_sql(dialect: str) -> Callable[[Any], Any]:
-    """Whole epoch seconds of a stored UTC datetime, computed by the database."""
-    if dialect == "sqlite":
-        return lambda column: cast(func.strftime("%s", column), Integer)
-    return lambda column: cast(func.extract("epoch", column), Double)
 
 
 async def find_slots(

@@ -40,7 +40,8 @@ from sqlalchemy import (
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store.analytics.report import Query, Table, ratio, run
-from crm_store.analytics.sqltime import (
+from crm_store.models import Appointment, AuditEntry, Client, Message, Staff, WorkingHours
+from crm_store.sqltime import (
     day_of,
     local_day,
     local_seconds,
@@ -48,7 +49,6 @@ from crm_store.analytics.sqltime import (
     seconds_between,
     weekday_of,
 )
-from crm_store.models import Appointment, AuditEntry, Client, Message, Staff, WorkingHours
 
 GAP_S = 24 * 3600  # silence after which a client's message starts a new inquiry
 HORIZON = timedelta(days=7)  # how far past the period replies and bookings are looked for

@@ -96,16 +96,7 @@ def _chunks(ids: list[int]) -> list[list[int]]:
 
 
 async def _last_booked(session: AsyncSession, clients: list[int]) -> dict[int, datetime]:
-    found: dict[int, datetime] = {}
-    for chunk in _chunks(clients):
-        result = await run(
-            session,
-            select(A.client_id, func.max(A.created_at))
-            .where(A.client_id.in_(chunk))
-            .group_by(A.client_id),
-        )
-        found.update({client: as_utc(at) for client, at in result.all()})
-    return found
+    return await _latest(session, A.client_id, A.created_at, None, clients)
 
 
 async def _messages(session: AsyncSession, ids: list[int]) -> list[Any]:
@@ -125,13 +116,18 @@ async def _messages(session: AsyncSession, ids: list[int]) -> list[Any]:
 
 
 async def _last_replies(session: AsyncSession, clients: list[int]) -> dict[int, datetime]:
+    return await _latest(session, M.client_id, M.created_at, _ours(), clients)
+
+
+async def _latest(
+    session: AsyncSession, client: Any, at: Any, where: Any, clients: list[int]
+) -> dict[int, datetime]:
+    """The newest `at` per client among `clients` (asked in chunks), where `where` holds."""
     found: dict[int, datetime] = {}
     for chunk in _chunks(clients):
-        result = await run(
-            session,
-            select(M.client_id, func.max(M.created_at))
-            .where(_ours(), M.client_id.in_(chunk))
-            .group_by(M.client_id),
-        )
-        found.update({client: as_utc(at) for client, at in result.all()})
+        query = select(client, func.max(at)).where(client.in_(chunk)).group_by(client)
+        if where is not None:
+            query = query.where(where)
+        result = await run(session, query)
+        found.update({c: as_utc(latest) for c, latest in result.all()})
     return found

@@ -14,11 +14,11 @@ from sqlalchemy import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store.analytics.report import Query, Table, ratio, run
-from crm_store.analytics.sqltime import day_of, local_day, local_seconds, seconds_between
 from crm_store.analytics.visits import A, names_of_staff, started_in
 from crm_store.catalog import DayHours, time_off, working_hours
 from crm_store.models import Staff
 from crm_store.slots import Intervals, LocalClock
+from crm_store.sqltime import day_of, local_day, local_seconds, seconds_between
 from crm_store.timeutil import as_utc
 
 Key = tuple[date, int]  # (local day, master)

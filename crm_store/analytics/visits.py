@@ -9,8 +9,8 @@ from sqlalchemy import DateTime, and_, case, func, literal, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store.analytics.report import Query, Table, ratio, run
-from crm_store.analytics.sqltime import seconds_between
 from crm_store.models import Appointment, Service, Staff
+from crm_store.sqltime import seconds_between
 
 RETURN_S = 60 * 86400
 A = Appointment.__table__.c  # type: ignore[attr-defined]
