@@ -52,7 +52,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, async_sessionmaker
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bench.databases import fresh_database, label
 from crm_store.analytics import TABLES, Query, dashboard, table
 from crm_store.db import create_engine, session_factory
 from crm_store.models import (
@@ -70,6 +69,7 @@ from crm_store.models import (
     WorkingHours,
 )
 from hub.analytics_api import read_query
+from hub.bench.databases import fresh_database, label
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 TZ = ZoneInfo("Europe/Kyiv")

@@ -30,11 +30,11 @@ from typing import Any
 from sqlalchemy import func, insert
 from sqlmodel import select
 
-from bench.databases import fresh_database, label
 from bench.fake_providers import TELEGRAM_TOKEN, FakeProviders
 from crm_store import broadcasts
 from crm_store.db import transaction
 from crm_store.models import ChannelIdentity, Client, Message, ScheduledMessage
+from hub.bench.databases import fresh_database, label
 from hub.config import Settings
 from hub.rate_limits import parse_rates
 from hub.state import Hub

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from bench.databases import fresh_database, label
 from crm_store.business import Rules
 from crm_store.catalog import (
     DayHours,
@@ -30,6 +29,7 @@ from crm_store.catalog import (
 from crm_store.db import create_engine, session_factory, transaction
 from crm_store.models import Appointment, Client
 from crm_store.slots import find_slots
+from hub.bench.databases import fresh_database, label
 
 MASTERS = 10
 APPOINTMENTS = 5_000

@@ -33,6 +33,7 @@ docs/channels/instagram.md has the settings and choices.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -50,6 +51,7 @@ from channels.instagram_graph import (
     SENDABLE_KINDS,
     SIGNATURE_HEADER,
     MessagingEvent,
+    Parsed,
     SendAnswer,
     WebhookPayload,
     graph_error,
@@ -61,7 +63,7 @@ from channels.instagram_graph import (
     web_url,
 )
 from channels.parts import PartsSent
-from channels.webhook import Rejected, check_inbox
+from channels.webhook import Rejected, check_inbox, parse_json
 from hub.config import Settings
 from hub.messages import (
     Author,
@@ -79,6 +81,7 @@ MAX_CHALLENGE = 256
 STANDARD_WINDOW = timedelta(hours=24)
 HUMAN_AGENT_WINDOW = timedelta(days=7)
 WINDOW_KEY = "window:{chat}"
+MAX_STATE_KEY = 200  # the channel_state table's key column
 BAD_TOKEN_REASON = "access token expired or invalid"
 WINDOW_RULES = (
     "Instagram allows replies within 24 hours (7 days for a person, with the HUMAN_AGENT tag)"
@@ -132,6 +135,15 @@ def window_decision(last_inbound: datetime | None, now: datetime, author: Author
         return WindowDecision(tag="HUMAN_AGENT")
     limit = "7 days" if author is Author.staff else "24 hours"
     return WindowDecision(refused=f"the client last wrote more than {limit} ago; {WINDOW_RULES}")
+
+
+def window_key(chat_id: str) -> str:
+    """Where a chat's reply window is kept. An IGSID is some 16 digits; an id too long for
+    the key column (the webhook takes up to 200 characters) is kept under its digest."""
+    key = WINDOW_KEY.format(chat=chat_id)
+    if len(key) <= MAX_STATE_KEY:
+        return key
+    return WINDOW_KEY.format(chat="#" + hashlib.sha256(chat_id.encode()).hexdigest())
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -268,8 +280,15 @@ class InstagramChannel(Channel):
         for entry in payload.entry:
             if entry.changes or entry.standby:
                 log.info("instagram %s: comment/standby notifications ignored", self.inbox)
-        for event, raw in events:
-            await self._handle(event, raw)
+        try:
+            # Every event read before any is published: a bad one refuses the whole call.
+            parsed = [self._parse(event, raw) for event, raw in events]
+        except ValidationError as exc:
+            reason = f"malformed event: {_fields(exc)}"
+            log.warning("instagram webhook %s refused (400): %s", self.inbox, reason)
+            return web.Response(status=400, text=reason)
+        for item in parsed:
+            await self._handle(item)
         return web.Response(status=200)
 
     async def _verified(
@@ -284,7 +303,7 @@ class InstagramChannel(Channel):
         if not is_signed(secret, body, request.headers.get(SIGNATURE_HEADER)):
             raise Rejected(403, f"missing or wrong {SIGNATURE_HEADER}")
         try:
-            raw = json.loads(body)
+            raw = parse_json(body)
         except (ValueError, RecursionError):
             raise Rejected(400, "the body is not JSON") from None
         if not isinstance(raw, dict):
@@ -299,10 +318,12 @@ class InstagramChannel(Channel):
                 events.append((payload.entry[n].messaging[m], item))
         return payload, events
 
-    async def _handle(self, event: MessagingEvent, raw: dict[str, Any]) -> None:
-        parsed = parse_event(
+    def _parse(self, event: MessagingEvent, raw: dict[str, Any]) -> Parsed:
+        return parse_event(
             event, self.inbox, raw, account_id=self.config.account_id, clock=self.clock
         )
+
+    async def _handle(self, parsed: Parsed) -> None:
         if parsed.inbound is not None:
             # The window first: the bot's answer to this message must find it open. Only the
             # client's own messages open it.
@@ -323,7 +344,7 @@ class InstagramChannel(Channel):
 
     async def _opened(self, msg: InboundMessage) -> None:
         """The client wrote: their reply window starts at this message (the latest wins)."""
-        key = WINDOW_KEY.format(chat=msg.chat_id)
+        key = window_key(msg.chat_id)
         known = await self.last_inbound(msg.chat_id)
         if known is not None and known >= msg.sent_at:
             return
@@ -332,7 +353,7 @@ class InstagramChannel(Channel):
         )
 
     async def last_inbound(self, chat_id: str) -> datetime | None:
-        state = await self.ctx.load_state("instagram", self.inbox, WINDOW_KEY.format(chat=chat_id))
+        state = await self.ctx.load_state("instagram", self.inbox, window_key(chat_id))
         value = (state or {}).get("last_inbound")
         if not isinstance(value, str):
             return None

@@ -66,14 +66,15 @@ def is_signed(secret: str, body: bytes, given: str | None) -> bool:
         return False
     digest = given[len(SIGNATURE_PREFIX) :].lower()
     expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(digest.encode(), expected.encode())
+    # "replace": a header of bytes that are not UTF-8 reaches us holding surrogates.
+    return hmac.compare_digest(digest.encode("utf-8", "replace"), expected.encode())
 
 
 def token_matches(expected: str, given: str | None) -> bool:
     """The webhook handshake's verify token, compared in constant time."""
     if not given:
         return False
-    return hmac.compare_digest(given.encode(), expected.encode())
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
 
 
 # Payload models ---------------------------------------------------------------------------
@@ -259,8 +260,9 @@ def when(timestamp: int | None, clock: Clock) -> datetime:
     now = clock()
     if not timestamp or timestamp <= 0:
         return now
-    seconds = timestamp / 1000 if timestamp > 10**11 else float(timestamp)
     try:
+        # Inside: an int past a float's range overflows already here.
+        seconds = timestamp / 1000 if timestamp > 10**11 else float(timestamp)
         at = datetime.fromtimestamp(seconds, UTC)
     except (OverflowError, OSError, ValueError):
         return now
@@ -382,7 +384,9 @@ def _message(
     # The account's own message: a send of the hub's coming back (the hub drops it) or the
     # owner answering in the Instagram app (a staff reply; the bot steps back).
     own = m.is_echo or (account_id is not None and event.sender.id == account_id)
-    client_id = event.recipient.id if own else event.sender.id
+    if own and event.recipient is None:
+        return Parsed(ignored="the account's own message without a recipient")
+    client_id = event.recipient.id if own and event.recipient else event.sender.id
     if m.is_deleted:
         return Parsed(ignored="a deleted message (the stored copy stays)")
     attachments = [attachment_of(a) for a in m.attachments]

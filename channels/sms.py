@@ -9,7 +9,9 @@ Delivery receipts arrive at /webhooks/sms/<inbox>/status, signed the same way.
 Outbound: POST /2010-04-01/Accounts/{sid}/Messages.json with HTTP basic auth. A 4xx is
 permanent ("<code>: <message>"), a 429, a 5xx or a network error transient (raised, so the
 dispatcher retries; a Retry-After is waited out first). The billed SMS parts are stored on the
-message: Twilio's `num_segments`, else our own count (channels/sms_segments.py).
+message: Twilio's `num_segments`, else our own count (channels/sms_segments.py). A text over
+1600 characters goes as several messages; when one fails midway, the dispatcher's retry sends
+only the parts that did not go out (channels/parts.py).
 
 The auth token is only ever used as an HMAC key and in the Authorization header: nothing here
 logs it, and no URL carries it. docs/channels/sms.md has the settings and choices.
@@ -42,9 +44,10 @@ from channels.base import (
 )
 from channels.http_body import read_limited, read_stream
 from channels.layout import split_text as split_parts
+from channels.parts import PartsSent
 from channels.sms_segments import count_segments
 from channels.twilio_signature import is_valid
-from channels.webhook import Rejected, check_inbox
+from channels.webhook import Rejected, check_inbox, clean_text
 from hub.config import Settings
 from hub.messages import (
     Attachment,
@@ -311,6 +314,8 @@ class SmsChannel(Channel):
         self.public_url = config.public_url.rstrip("/") if config.public_url else None
         self.path = f"/webhooks/sms/{inbox}"
         self.session: aiohttp.ClientSession | None = None
+        # Parts of a long text already sent, so a retried send does not repeat them.
+        self.parts = PartsSent()
 
     def __repr__(self) -> str:
         return f"SmsChannel(inbox={self.inbox!r}, account_sid={self.config.account_sid!r})"
@@ -318,7 +323,7 @@ class SmsChannel(Channel):
     def routes(self) -> list[Route]:
         return [
             Route("POST", self.path, self.inbound, f"sms-{self.inbox}"),
-            Route("POST", f"{self.path}/status", self.status, f"sms-{self.inbox}-status"),
+            Route("POST", f"{self.path}/status", self.status_callback, f"sms-{self.inbox}-status"),
         ]
 
     async def start(self) -> None:
@@ -351,14 +356,17 @@ class SmsChannel(Channel):
     async def inbound(self, request: web.Request) -> web.Response:
         try:
             params = await self._verified(request)
-            payload = _model(InboundSms, params)
+            msg = self._to_inbound(_model(InboundSms, params), params)
         except Rejected as exc:
             return _refuse(request, exc)
-        msg = self._to_inbound(payload, params)
+        except ValidationError as exc:  # fine as a form, not as a message (From all blanks)
+            fields = ", ".join(sorted({str(e["loc"][0]) for e in exc.errors() if e["loc"]}))
+            return _refuse(request, Rejected(400, f"unusable {fields or 'message'}"))
         await self.ctx.publish(msg)
         return web.Response(text=TWIML_EMPTY, content_type="text/xml", charset="utf-8")
 
-    async def status(self, request: web.Request) -> web.Response:
+    # Not `status`: that is Channel.status(), the channel's health (/healthz, /api/channels).
+    async def status_callback(self, request: web.Request) -> web.Response:
         try:
             params = await self._verified(request)
             payload = _model(StatusCallback, params)
@@ -386,7 +394,8 @@ class SmsChannel(Channel):
         token = self.config.auth_token.get_secret_value()
         if not is_valid(token, self.signed_url(request), params, signature):
             raise Rejected(403, "bad X-Twilio-Signature")
-        return params
+        # Checked as signed, kept without NUL ("%00"): PostgreSQL refuses it in text.
+        return [(clean_text(name), clean_text(value)) for name, value in params]
 
     def signed_url(self, request: web.Request) -> str:
         """The URL Twilio called: behind a proxy, HUB_PUBLIC_URL + the path and query string as
@@ -442,21 +451,24 @@ class SmsChannel(Channel):
         if not text.strip() and not media:
             raise PermanentSendError("nothing to send: no text and no media URL")
         parts = split_body(text)
-        sids: list[str] = []
-        segments = 0
-        for n, part in enumerate(parts):
+
+        async def send_one(n: int, part: str) -> str | DeliveryStatus:
             form = self._form(msg, part, media if n == len(parts) - 1 else [])
             outcome = await self._create(msg.id, form)
             if isinstance(outcome, DeliveryStatus):
                 return outcome
-            sids.append(outcome.sid)
-            segments += _segments_of(outcome, part)
+            return _part_ref(outcome.sid, _segments_of(outcome, part))
+
+        sent = await self.parts.send(msg.id, parts, send_one)
+        if isinstance(sent, DeliveryStatus):
+            return sent
+        refs = [_from_part_ref(ref) for ref in sent]
         return DeliveryStatus(
             outbound_id=msg.id,
             channel="sms",
             status=DeliveryState.sent,
-            provider_message_id=sids[-1],
-            segments=max(segments, 1),
+            provider_message_id=refs[-1][0],
+            segments=max(sum(segments for _, segments in refs), 1),
         )
 
     def _form(self, msg: OutboundMessage, body: str, media: list[str]) -> list[tuple[str, str]]:
@@ -597,6 +609,17 @@ def _media(fields: dict[str, str], declared: int) -> list[Attachment]:
             )
         )
     return attachments
+
+
+def _part_ref(message_sid: str, segments: int) -> str:
+    # What PartsSent keeps of a part sent: its sid and its billed segments, so a retry that
+    # sends only the rest still bills the whole text.
+    return f"{message_sid} {segments}"
+
+
+def _from_part_ref(ref: str) -> tuple[str, int]:
+    message_sid, _, segments = ref.rpartition(" ")
+    return message_sid, int(segments)
 
 
 def _segments_of(message: TwilioMessage, body: str) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import mimetypes
 import random
@@ -60,12 +59,13 @@ from channels.parts import PartsSent
 from channels.telegram_limits import SendLimits
 from channels.telegram_updates import (
     ALLOWED_UPDATES,
+    Event,
     TgUpdate,
     callback_data,
     interpret,
     split_text,
 )
-from channels.webhook import INBOX_RE
+from channels.webhook import INBOX_RE, parse_json
 from hub.config import Settings
 from hub.messages import (
     Attachment,
@@ -296,7 +296,7 @@ class TelegramChannel(Channel):
             log.info("telegram webhook %s: body over %d bytes", box.inbox, MAX_BODY)
             return web.Response(status=413, text="too large")
         try:
-            raw = json.loads(body)
+            raw = parse_json(body)
         except (ValueError, RecursionError):
             log.info("telegram webhook %s: the body is not JSON", box.inbox)
             return web.Response(status=400, text="not JSON")
@@ -305,10 +305,13 @@ class TelegramChannel(Channel):
             return web.Response(status=400, text="not an update")
         try:
             update = TgUpdate.model_validate(raw)
+            # What it means, before anything is published: an update our models take but the
+            # hub's message can't hold is refused whole, not a 500 halfway.
+            event = interpret(update, box.inbox, raw)
         except ValidationError as exc:
             log.info("telegram webhook %s: malformed update: %s", box.inbox, _short(exc))
             return web.Response(status=400, text="malformed update")
-        await self._handle(box, update, raw)
+        await self._act(box, update, event)
         return web.Response(status=200)
 
     async def _register(self, box: TelegramInbox) -> None:
@@ -429,7 +432,9 @@ class TelegramChannel(Channel):
     # Updates ---------------------------------------------------------------------------
 
     async def _handle(self, box: TelegramInbox, update: TgUpdate, raw: dict[str, Any]) -> None:
-        event = interpret(update, box.inbox, raw)
+        await self._act(box, update, interpret(update, box.inbox, raw))
+
+    async def _act(self, box: TelegramInbox, update: TgUpdate, event: Event) -> None:
         if event.message is not None:
             await self.ctx.publish(event.message)
         if event.answer_callback is not None:

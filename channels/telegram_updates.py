@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from channels.layout import split_text as split_parts
 from hub.messages import Attachment, ContactHints, InboundMessage
@@ -30,12 +30,19 @@ CALLBACK_DATA_BYTES = 64  # Telegram's limit on callback_data
 FileKind = Literal["image", "video", "audio", "voice", "file"]
 
 
+# Telegram's ids fit in 64 bits (52 significant): a longer one is no update of Telegram's, and
+# would make chat and message references longer than the hub keeps.
+TgId = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+# A negative size is no size: dropped rather than refusing the message it came with.
+Size = Annotated[int | None, AfterValidator(lambda v: v if v is None or v >= 0 else None)]
+
+
 class TgModel(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
 
 class TgUser(TgModel):
-    id: int
+    id: TgId
     is_bot: bool = False
     first_name: str = ""
     last_name: str | None = None
@@ -44,7 +51,7 @@ class TgUser(TgModel):
 
 
 class TgChat(TgModel):
-    id: int
+    id: TgId
     type: str = "private"
 
 
@@ -52,21 +59,21 @@ class TgPhotoSize(TgModel):
     file_id: str
     width: int = 0
     height: int = 0
-    file_size: int | None = None
+    file_size: Size = None
 
 
 class TgFile(TgModel):
     """Document, voice, video, video note, audio, animation: a file with optional details."""
 
     file_id: str
-    file_size: int | None = None
+    file_size: Size = None
     mime_type: str | None = None
     file_name: str | None = None
 
 
 class TgSticker(TgModel):
     file_id: str
-    file_size: int | None = None
+    file_size: Size = None
     emoji: str | None = None
     is_animated: bool = False
     is_video: bool = False
@@ -87,7 +94,7 @@ class TgContact(TgModel):
     phone_number: str
     first_name: str = ""
     last_name: str | None = None
-    user_id: int | None = None
+    user_id: TgId | None = None
 
 
 class TgButton(TgModel):
@@ -100,11 +107,11 @@ class TgInlineKeyboard(TgModel):
 
 
 class TgMessageRef(TgModel):
-    message_id: int
+    message_id: TgId
 
 
 class TgMessage(TgModel):
-    message_id: int
+    message_id: TgId
     date: int = 0  # unix time; 0 for an inaccessible message (in a callback query)
     chat: TgChat
     from_user: TgUser | None = Field(default=None, alias="from")
@@ -144,7 +151,7 @@ class TgChatMemberUpdated(TgModel):
 
 
 class TgUpdate(TgModel):
-    update_id: int
+    update_id: TgId
     message: TgMessage | None = None
     callback_query: TgCallbackQuery | None = None
     my_chat_member: TgChatMemberUpdated | None = None
@@ -313,7 +320,12 @@ def e164(raw: str) -> str | None:
 
 
 def _when(date: int) -> datetime:
-    return datetime.fromtimestamp(date, UTC) if date > 0 else datetime.now(UTC)
+    if date > 0:
+        try:
+            return datetime.fromtimestamp(date, UTC)
+        except (OverflowError, OSError, ValueError):
+            pass  # no time a clock can show: the message is kept, received now
+    return datetime.now(UTC)
 
 
 # Buttons ----------------------------------------------------------------------------------

