@@ -175,3 +175,20 @@ def message_row(
         created_at=as_utc(at),
         sent_at=as_utc(at),
     )
+
+
+class FakeTime:
+    """A channel's clock and sleep: sleeping moves the clock, nobody waits (so a Retry-After
+    or Telegram's one-message-a-second spacing costs a test nothing)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)

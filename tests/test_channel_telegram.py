@@ -8,7 +8,6 @@ database and at the requests the fake received.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -38,7 +37,7 @@ from hub.config import Settings
 from hub.messages import Attachment, Author, DeliveryState, OutboundMessage, QuickReply
 from hub.replies import send_reply
 from tests.fakes.telegram_server import FakeTelegram
-from tests.support import RunningHub, client_session, eventually, login, rows, start_hub
+from tests.support import FakeTime, RunningHub, client_session, eventually, login, rows, start_hub
 from tests.test_webchat import add_owner
 
 TOKEN = "7123456789:AAHk3xZpQv9mN2bRt5Yw8cLd4Fg6Hj1KsEo"
@@ -47,22 +46,6 @@ PUBLIC = "http://hub.example.test"
 HOOK = "/webhooks/telegram/main"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 DATE = 1767261600  # 2026-01-01 10:00 UTC
-
-
-class FakeTime:
-    """The channel's clock and sleep: sleeping moves the clock, nobody waits."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 # Payloads, from the Bot API reference's shapes ----------------------------------------------

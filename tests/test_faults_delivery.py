@@ -31,7 +31,7 @@ from tests.fakes import twilio_server, viber_server
 from tests.fakes.telegram_server import FakeTelegram
 from tests.fakes.twilio_server import FakeTwilio
 from tests.fakes.viber_server import FakeViber, user_id
-from tests.support import RunningHub, eventually, reply, rows, start_hub
+from tests.support import FakeTime, RunningHub, eventually, reply, rows, start_hub
 
 TELEGRAM_TOKEN = "7123456789:AAHk3xZpQv9mN2bRt5Yw8cLd4Fg6Hj1KsEo"
 CHATS = 3
@@ -45,23 +45,6 @@ class Sent:
     chat: str
     text: str
     accepted: bool
-
-
-class NoWait:
-    """A channel's sleep and clock: a wait is noted and moves the clock, nobody waits (so a
-    Retry-After or Telegram's one-message-a-second spacing costs the test nothing)."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 async def open_chats(running: RunningHub, channel: str, inbox: str, chats: list[str]) -> list[int]:
@@ -172,7 +155,7 @@ async def test_telegram_500s_then_429s_then_ok(settings: Settings, redis: Any) -
         running = await start_hub(settings.model_copy(update=values))
         try:
             channel = running.hub.channels["telegram"]
-            time_ = NoWait()
+            time_ = FakeTime()
             channel.clock, channel.sleep = time_.clock, time_.sleep  # type: ignore[attr-defined]
 
             def wire() -> list[Sent]:
@@ -213,7 +196,7 @@ async def test_viber_500s_then_rate_limits_then_ok(settings: Settings, redis: An
         running = await start_hub(settings.model_copy(update=values))
         try:
             channel = running.hub.channels["viber"]
-            time_ = NoWait()
+            time_ = FakeTime()
             channel.sleep = time_.sleep  # type: ignore[attr-defined]
 
             def wire() -> list[Sent]:
@@ -262,7 +245,7 @@ async def test_twilio_500s_then_429s_then_ok(settings: Settings, redis: Any) -> 
         running = await start_hub(settings.model_copy(update=values))
         try:
             channel = running.hub.channels["sms"]
-            time_ = NoWait()
+            time_ = FakeTime()
             channel.sleep = time_.sleep  # type: ignore[attr-defined]
 
             def wire() -> list[Sent]:
