@@ -102,6 +102,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
             fresh_database(admin_url(args)) as db_url,
             bench_redis(args.redis) as redis_url,
         ):
+            scratch = tempfile.TemporaryDirectory(prefix="hub-bench-data-")
             opts = pipeline.Options(
                 database_url=db_url,
                 redis_url=redis_url,
@@ -112,8 +113,12 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                 model_delay_ms=args.model_delay_ms,
                 timeout_s=args.timeout,
                 ceilings=not args.no_ceilings,
+                data_dir=Path(scratch.name),
             )
-            figures = await pipeline.run(opts)
+            try:
+                figures = await pipeline.run(opts)
+            finally:
+                scratch.cleanup()
         print(pipeline.as_json(figures) if args.json else pipeline.report(figures))
         return 0
 
