@@ -29,7 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bots import nlu
 from bots.base import Reply, Turn
 from bots.tokens import REPLY_PRIMING, count_message, count_messages, count_tokens
-from bots.tools import Language, ToolContext, ToolResult, Tools
+from bots.tools import Language, ModelTools, ToolContext, ToolResult, Tools
 from crm_store.business import get_business
 from crm_store.models import Business, Message, ScheduledMessage
 from prompts import ROOT, load_json
@@ -145,7 +145,8 @@ class LlmBrain:
         timeout: float | None = None,
         retries: int | None = None,
     ) -> None:
-        self.tools = tools
+        # Only the model's surface: a tool it is not shown is one it cannot run.
+        self.tools: ModelTools = tools.for_model()
         self.sessions = sessions
         # The hub builds the client with its configured timeout and retries (build_client);
         # given here, they override the client's, e.g. for a client built elsewhere with the
@@ -157,7 +158,7 @@ class LlmBrain:
         self.currency = currency
         self.max_rounds = max_rounds
         self.history_tokens = history_tokens
-        self.specs = tools.specs()
+        self.specs = self.tools.specs()
         self.last_usage = Usage()
         self.usage_total = Usage()
 

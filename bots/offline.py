@@ -592,15 +592,18 @@ class OfflineBrain:
         )
 
     async def _save_phone(self, t: _Turn, phone: str) -> None:
+        """The same thank-you whether the number was new or already on someone's card (then
+        staff check the claim and link the cards): a stranger typing numbers learns nothing.
+        Typed out of the blue, the words also say how a returning client's appointments join
+        this chat; which words depend on the dialogue only, never on the records."""
         result = await self._tool(t, "update_contact", {"phone": phone})
-        if t.state.get("awaiting") == "phone":
+        asked = t.state.get("awaiting") == "phone"
+        if asked:
             t.state.pop("awaiting")
         if not result.ok:
             key = "bad_phone"
-        elif result.data.get("staff_will_check_phone"):
-            key = "phone_claimed"  # on another card: staff link them, the bot shows nothing
         else:
-            key = "phone_saved"
+            key = "phone_saved" if asked else "phone_noted"
         t.replies.append(self._say(t, key))
 
     # Helpers ------------------------------------------------------------------------------

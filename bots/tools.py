@@ -5,13 +5,20 @@ read from the conversation on every call, never taken from the model's arguments
 wording of a message can make the bot read or touch another client's card or appointments.
 Bad arguments and refusals come back as a `ToolResult` with `ok=False` and an error the model
 (or the offline brain) can act on; a tool never raises.
+
+Two surfaces: the offline brain calls `Tools` itself, every tool included; the model gets only
+`ModelTools` (`Tools.for_model()`), the tools in MODEL_TOOLS. A name outside it is refused as
+an unknown tool whatever the model writes, not merely left out of the specs it is shown.
+
+No answer tells whether a phone number belongs to a client (`update_contact`): a stranger
+must not learn who is in the salon's records by typing numbers.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
@@ -37,7 +44,15 @@ from crm_store.catalog import list_masters, list_services
 from crm_store.clients import ClientError, update_client
 from crm_store.contacts import normalize_phone
 from crm_store.db import transaction
-from crm_store.models import Appointment, Business, Client, Conversation, Service, Staff
+from crm_store.models import (
+    Appointment,
+    AuditEntry,
+    Business,
+    Client,
+    Conversation,
+    Service,
+    Staff,
+)
 from crm_store.reminder_answers import latest_reminded_appointment
 from crm_store.slots import Slot, find_slots
 from crm_store.timeutil import aware
@@ -49,9 +64,22 @@ BOT = Author("bot")
 SLOT_DAYS = 14  # how far find_slots looks when no end date is given
 MAX_SLOT_DAYS = 31
 UPCOMING_LIMIT = 10
-# Tools the offline brain uses but the model is not offered: it reads the reminder, with its
-# appointment's id, in the conversation itself (bots/llm.py marks it).
-HIDDEN = frozenset({"reminded_appointment"})
+PHONE_CLAIMED = "phone_claimed"  # the audit action of a typed phone that is on another card
+# The tools the model may call, in the order it is shown them. Any other is the offline
+# brain's alone: `reminded_appointment`, since the model reads the reminder, with its
+# appointment's id, in the conversation itself (bots/llm.py marks it). A list of what is
+# allowed, so a tool added later stays off the model's surface until it is put here.
+MODEL_TOOLS = (
+    "list_services",
+    "find_slots",
+    "book",
+    "my_appointments",
+    "reschedule",
+    "cancel",
+    "confirm",
+    "update_contact",
+    "handoff",
+)
 
 
 @dataclass(frozen=True)
@@ -206,27 +234,16 @@ class Tools:
             "reminded_appointment": (RemindedAppointmentArgs, self._reminded_appointment),
         }
 
-    def specs(self) -> list[dict[str, Any]]:
-        """The tools as OpenAI function definitions."""
-        return [
-            {
-                "type": "function",
-                "function": {
-                    "name": name,
-                    "description": (model.__doc__ or name).strip(),
-                    "parameters": _schema(model),
-                },
-            }
-            for name, (model, _) in self.registry.items()
-            if name not in HIDDEN
-        ]
+    def for_model(self) -> ModelTools:
+        """The surface the LLM brain hands the model."""
+        return ModelTools(self)
 
     async def call(
         self, name: str, arguments: str | Mapping[str, Any] | None, ctx: ToolContext
     ) -> ToolResult:
         """Validate and run one tool in its own transaction; every failure is a result."""
         if name not in self.registry:
-            return ToolResult(False, error=f"unknown tool {name!r}")
+            return unknown_tool(name)
         model, impl = self.registry[name]
         try:
             raw = json.loads(arguments or "{}") if isinstance(arguments, str) else arguments
@@ -362,13 +379,12 @@ class Tools:
         except SlotUnavailable as exc:
             raise await self._unavailable(call, exc) from None
         (described,) = await self._described(call, [appointment])
-        client = await call.session.get(Client, call.client_id)
         return ToolResult(
             True,
             {
                 "booked": described,
                 "address": self._address(call),
-                "client_has_phone": bool(client and client.phone),
+                "client_has_phone": await _gave_phone(call.session, call.client_id),
             },
         )
 
@@ -415,50 +431,35 @@ class Tools:
         is already on another card is not linked here (that would show and let them change
         the other client's appointments); it is written to the audit log as a claim for staff
         to check and merge. A phone the channel vouches for (a Telegram contact share, the
-        SMS sender) is linked by the router as before."""
+        SMS sender) is linked by the router as before.
+
+        The answer is the same, to the byte, whether or not the number was known: the number
+        as noted and the card's name. Anything else would tell a stranger (or the model, who
+        would repeat it) that the number belongs to a client."""
         changes: dict[str, Any] = {}
-        claimed = None
+        noted = None
         if args.phone is not None:
-            phone = normalize_phone(args.phone, self.region)
-            if phone is None:
+            noted = normalize_phone(args.phone, self.region)
+            if noted is None:  # said of the text alone, never of the records
                 raise ToolError(f"{args.phone!r} is not a valid phone number")
-            other = (
-                await call.session.exec(
-                    select(Client.id)
-                    .where(
-                        Client.phone == phone,
-                        col(Client.merged_into_id).is_(None),
-                        col(Client.id) != call.client_id,
-                    )
-                    .order_by(col(Client.id))
-                    .limit(1)
-                )
-            ).first()
+            other = await _card_with_phone(call.session, noted, besides=call.client_id)
             if other is not None:
-                claimed = other
                 audit.record(
                     call.session,
                     actor="bot",
                     entity="client",
                     entity_id=call.client_id,
-                    action="phone_claimed",
-                    changes={"phone": phone, "card_with_that_phone": other},
+                    action=PHONE_CLAIMED,
+                    changes={"phone": noted, "card_with_that_phone": other},
                 )
             else:
-                changes["phone"] = phone
+                changes["phone"] = noted
         if args.name is not None:
             changes["name"] = args.name
         client = await update_client(
             call.session, call.client_id, changes, actor="bot", region=self.region
         )
-        data: dict[str, Any] = {"name": client.name, "phone": client.phone}
-        if claimed is not None:
-            data["staff_will_check_phone"] = True
-            data["note"] = (
-                "this number is on another card: staff will check it and link the cards; "
-                "until then, tell the client nothing about that card"
-            )
-        return ToolResult(True, data)
+        return ToolResult(True, {"name": client.name, "phone": noted or client.phone})
 
     async def _handoff(self, args: HandoffArgs, call: _Call) -> ToolResult:
         del call
@@ -521,6 +522,50 @@ class Tools:
         return address.get(call.ctx.language) or address.get("uk") or ""
 
 
+# The model's surface -----------------------------------------------------------------------
+
+
+def unknown_tool(name: str) -> ToolResult:
+    return ToolResult(False, error=f"unknown tool {name!r}")
+
+
+class ModelTools:
+    """The tools the model may call: their specs, and a `call` that refuses any other name
+    exactly as it refuses a name that exists nowhere, so a model that names a hidden tool
+    (it read about it, or guessed) gets nothing run and learns nothing."""
+
+    def __init__(self, tools: Tools, names: Sequence[str] = MODEL_TOOLS) -> None:
+        missing = [name for name in names if name not in tools.registry]
+        if missing:
+            raise ValueError(f"no such tools: {', '.join(missing)}")
+        self.tools = tools
+        self.names = tuple(names)
+
+    def specs(self) -> list[dict[str, Any]]:
+        """The tools as OpenAI function definitions."""
+        specs = []
+        for name in self.names:
+            model, _ = self.tools.registry[name]
+            specs.append(
+                {
+                    "type": "function",
+                    "function": {
+                        "name": name,
+                        "description": (model.__doc__ or name).strip(),
+                        "parameters": _schema(model),
+                    },
+                }
+            )
+        return specs
+
+    async def call(
+        self, name: str, arguments: str | Mapping[str, Any] | None, ctx: ToolContext
+    ) -> ToolResult:
+        if name not in self.names:
+            return unknown_tool(name)
+        return await self.tools.call(name, arguments, ctx)
+
+
 # Shared pieces ----------------------------------------------------------------------------
 
 
@@ -566,6 +611,40 @@ async def _master(session: AsyncSession, master_id: int) -> Staff:
     if staff is None or staff.role != "master" or not staff.active:
         raise ToolError(f"no master with id {master_id}; call list_services")
     return staff
+
+
+async def _card_with_phone(session: AsyncSession, phone: str, *, besides: int) -> int | None:
+    """Another live card holding this phone."""
+    return (
+        await session.exec(
+            select(Client.id)
+            .where(
+                Client.phone == phone,
+                col(Client.merged_into_id).is_(None),
+                col(Client.id) != besides,
+            )
+            .order_by(col(Client.id))
+            .limit(1)
+        )
+    ).first()
+
+
+async def _gave_phone(session: AsyncSession, client_id: int) -> bool:
+    """Whether the client has a phone for us: on the card, or typed in chat and held as a
+    claim for staff (so the bot does not ask again only when the number was someone's)."""
+    client = await session.get(Client, client_id)
+    if client is not None and client.phone:
+        return True
+    claim = await session.exec(
+        select(AuditEntry.id)
+        .where(
+            AuditEntry.entity == "client",
+            AuditEntry.entity_id == client_id,
+            AuditEntry.action == PHONE_CLAIMED,
+        )
+        .limit(1)
+    )
+    return claim.first() is not None
 
 
 async def _staff_names(session: AsyncSession, ids: set[int]) -> dict[int, str]:

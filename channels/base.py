@@ -33,6 +33,14 @@ class ChannelContext(Protocol):
     async def history(self, channel: str, inbox: str, chat_id: str) -> list[dict[str, Any]]:
         """The latest messages of a chat as frames (id, direction, text, at), oldest first."""
 
+    async def set_aside(
+        self, channel: str, inbox: str, reason: str, details: dict[str, Any]
+    ) -> None:
+        """A provider's message the channel could not make a client's message of (no sender,
+        refused by the server): recorded on the hub's dead-letter stream with its reason, for
+        `hub dead list` and the dead-letter metric. `details` says how to find it at the
+        provider (ids, never the contents); it can't be replayed: it stays with the provider."""
+
     async def load_state(self, channel: str, inbox: str, key: str) -> dict[str, Any] | None:
         """A document the channel saved before (None if never): kept in the database, so it
         survives restarts and is shared by every hub process."""

@@ -8,6 +8,14 @@ a crash re-takes at most one message, which the store drops by its Message-ID. A
 change (the folder was rebuilt) re-scans the recent days the same way. The first start takes
 the last FIRST_SYNC_DAYS days only: an old mailbox is not answered years later.
 
+No single message stops the mailbox. Each is read as well as it can be (channels/email_parse.py
+never raises; channels/email_intake.py runs in a worker thread); one that can't be a client's
+message (no sender, nothing returned by the server, refused MAX_FETCH_TRIES times) is set
+aside: a log line with its UID and the reason, never its contents, and a dead letter with the
+ids to find it by (`hub dead list`); the cursor moves on. Only the hub's own failures (Redis,
+the database, the connection) end a session, and sessions restart after a backoff that resets
+only once a session has stayed healthy (channels/email_imap.py, SessionBackoff).
+
 chat_id and sender_id are the sender's address, lower-cased, so a client's replies land in one
 conversation whatever their subject. Robots (auto-replies, list mail, bounces) are published
 with `automated=True`; a bounce of one of our messages also marks it failed (`ctx.report`).
@@ -28,14 +36,17 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import random
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiosmtplib
 from pydantic import SecretStr
@@ -48,24 +59,20 @@ from channels.base import (
     FetchedFile,
     PermanentSendError,
 )
-from channels.email_imap import ImapConfig, ImapError, ImapMailbox, Security
-from channels.email_parse import (
-    ParsedMail,
-    find_leaf,
-    leaf_bytes,
-    parse_mail,
-    reply_subject,
+from channels.email_imap import (
+    ImapConfig,
+    ImapError,
+    ImapMailbox,
+    ImapMessageError,
+    Listed,
+    Security,
+    SessionBackoff,
 )
+from channels.email_intake import Source, Unusable, is_later, read_mail, thread_key
+from channels.email_parse import ParsedMail, find_leaf, leaf_bytes, reply_subject
 from channels.webhook import check_inbox
 from hub.config import Settings
-from hub.messages import (
-    Attachment,
-    ContactHints,
-    DeliveryState,
-    DeliveryStatus,
-    InboundMessage,
-    OutboundMessage,
-)
+from hub.messages import DeliveryState, DeliveryStatus, OutboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +83,7 @@ IDLE_MAX_S = 25 * 60  # RFC 2177: re-issue IDLE before the server's 30-minute ti
 MAX_MESSAGE = 25 * 1024 * 1024  # larger ones are read as their headers and first text only
 PARTIAL_TEXT = 256 * 1024
 MAX_REFERENCES = 20
-RECONNECT_MAX_S = 300.0
+MAX_FETCH_TRIES = 3  # a message the server refuses this many times in a row is set aside
 AUTH_CODES = frozenset({530, 534, 535, 538})
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -107,6 +114,7 @@ class EmailConfig:
     imap: ImapConfig
     smtp: SmtpConfig
     poll_interval: float = 60.0
+    zone: tzinfo = UTC  # the salon's: a Date without a zone is read in it
 
     @property
     def domain(self) -> str:
@@ -148,6 +156,7 @@ def from_settings(settings: Settings, ctx: ChannelContext) -> EmailChannel | Non
         imap=imap,
         smtp=smtp,
         poll_interval=s.email_poll_interval_s,
+        zone=ZoneInfo(s.hub_timezone),
     )
     return EmailChannel(ctx, s.email_inbox, config)
 
@@ -163,11 +172,6 @@ def our_message_id(outbound_id: str, domain: str) -> str:
     return f"<{token}.hub@{domain}>"
 
 
-def attachment_kind(mime: str) -> str:
-    major = mime.split("/", 1)[0].lower()
-    return major if major in ("image", "video", "audio") else "file"
-
-
 class EmailChannel(Channel):
     name = CHANNEL
 
@@ -178,15 +182,22 @@ class EmailChannel(Channel):
         config: EmailConfig,
         *,
         sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
+        """`sleep`, `clock` and `jitter` (uniform in [0, 1)) drive the pauses between IMAP
+        sessions and polls; tests give their own."""
         check_inbox(inbox, "EMAIL_INBOX")
         super().__init__(ctx, inbox)
         self.config = config
         self.sleep = sleep
+        self.clock = clock
+        self.jitter = jitter
         self.task: asyncio.Task[None] | None = None
         self._status = ChannelStatus()
         self.taken = 0  # messages read since start (a figure for tests and debugging)
         self.cursor_key = f"cursor:{config.imap.folder}"
+        self.failures_key = f"fetch_failures:{config.imap.folder}"
 
     def __repr__(self) -> str:
         return f"EmailChannel(inbox={self.inbox!r}, address={self.config.address!r})"
@@ -213,22 +224,25 @@ class EmailChannel(Channel):
     # Inbound -----------------------------------------------------------------------------
 
     async def _poll_forever(self) -> None:
-        delay = 1.0
+        backoff = SessionBackoff(self.jitter)
         while True:
+            opened: float | None = None
+            reason = "IMAP: the session ended"
             try:
                 async with ImapMailbox(self.config.imap) as box:
+                    opened = self.clock()
                     self._status = ChannelStatus()
-                    delay = 1.0
                     await self._follow(box)
             except asyncio.CancelledError:
                 raise
             except ImapError as exc:
-                self._pause(f"IMAP: {exc}", delay)
+                reason = f"IMAP: {exc}"
             except Exception as exc:  # Redis or the database away: never a crash loop
                 log.exception("email %s: reading the mailbox failed", self.inbox)
-                self._pause(f"IMAP: {type(exc).__name__}", delay)
+                reason = f"IMAP: {type(exc).__name__}"
+            delay = backoff.after(None if opened is None else self.clock() - opened)
+            self._pause(reason, delay)
             await self.sleep(delay)
-            delay = min(delay * 2, RECONNECT_MAX_S)
 
     def _pause(self, reason: str, delay: float) -> None:
         log.warning("email %s: %s; trying again in %.0fs", self.inbox, reason, delay)
@@ -250,22 +264,22 @@ class EmailChannel(Channel):
         cursor = await self.ctx.load_state(CHANNEL, self.inbox, self.cursor_key) or {}
         if cursor.get("uidvalidity") == box.uidvalidity:
             todo = await box.new_uids(int(cursor.get("last_uid", 0)))
-            last = todo[-1][0] if todo else 0
+            last = todo[-1].uid if todo else 0
         else:
             if cursor:
                 log.warning("email %s: UIDVALIDITY changed: re-scanning", self.inbox)
             everything = await box.new_uids(0)
             since = datetime.now(UTC).date() - timedelta(days=FIRST_SYNC_DAYS)
             recent = set(await box.uids_since(since))
-            todo = [(uid, size) for uid, size in everything if uid in recent]
-            last = everything[-1][0] if everything else 0
-        for uid, size in todo:
+            todo = [item for item in everything if item.uid in recent]
+            last = everything[-1].uid if everything else 0
+        for item in todo:
             self.taken += 1  # before storing: a test that sees the message sees the count
-            await self._take(box, uid, size)
-            await self._save_cursor(box.uidvalidity, uid)
+            await self._take(box, item)
+            await self._save_cursor(box.uidvalidity, item.uid)
         same = cursor.get("uidvalidity") == box.uidvalidity
         before = int(cursor.get("last_uid", 0)) if same else -1
-        if last > before and (not todo or todo[-1][0] < last):
+        if last > before and (not todo or todo[-1].uid < last):
             # The first run skipped older mail: the cursor still moves past it.
             await self._save_cursor(box.uidvalidity, last)
         return max(last, before, 0)
@@ -275,88 +289,97 @@ class EmailChannel(Channel):
             CHANNEL, self.inbox, self.cursor_key, {"uidvalidity": uidvalidity, "last_uid": uid}
         )
 
-    async def _take(self, box: ImapMailbox, uid: int, size: int) -> None:
-        if size > MAX_MESSAGE:
-            head = await box.fetch(uid, "HEADER") or b""
-            text = await box.fetch(uid, "TEXT", partial=PARTIAL_TEXT) or b""
-            raw, truncated = head + text, True
-        else:
-            raw, truncated = await box.fetch(uid) or b"", False
-        if not raw:
-            log.info("email %s: message %d vanished before it was read", self.inbox, uid)
-            return
+    async def _take(self, box: ImapMailbox, item: Listed) -> None:
+        """Publish one message, or set it aside with the reason; the cursor moves on after
+        either. Only the hub's own failures (Redis, the database, the connection) raise, and
+        a message the server refuses, until it has refused MAX_FETCH_TRIES times."""
         try:
-            parsed = parse_mail(raw)
-        except Exception as exc:  # the email package is lenient; this is a last resort
-            log.warning("email %s: message %d unreadable (%s): skipped", self.inbox, uid, exc)
-            return
-        if parsed.sender is None or len(parsed.sender) > 200:
-            log.warning("email %s: message %d has no usable sender: skipped", self.inbox, uid)
-            return
-        if parsed.sender == self.config.address.lower():
-            return  # our own mail (a copy kept in the folder): never a client's message
-        msg = self._to_inbound(parsed, box.uidvalidity, uid, truncated)
-        if not msg.automated:
-            # Before publishing: the bot may answer before this coroutine goes on.
-            await self._remember_thread(parsed)
-        await self.ctx.publish(msg)
-        if parsed.bounce is not None:
-            await self.ctx.report(
-                DeliveryStatus(
-                    channel=CHANNEL,
-                    provider_message_id=parsed.bounce.original_message_id,
-                    status=DeliveryState.failed,
-                    error=parsed.bounce.diagnostic[:1000],
-                )
+            raw, truncated = await self._read(box, item)
+        except ImapMessageError as exc:
+            tries = await self._count_failure(box.uidvalidity, item.uid)
+            if tries < MAX_FETCH_TRIES:
+                raise  # a new session after a pause: a server's hiccup passes
+            await self._set_aside(
+                box.uidvalidity, item.uid, f"the server failed to give it {tries} times: {exc}"
             )
-
-    def _to_inbound(
-        self, parsed: ParsedMail, uidvalidity: int, uid: int, truncated: bool
-    ) -> InboundMessage:
-        sender = parsed.sender or ""
-        attachments = [
-            Attachment(
-                kind=attachment_kind(part.mime_type),  # type: ignore[arg-type]
-                ref=f"{uidvalidity}.{uid}.{part.index}",
-                mime_type=part.mime_type,
-                name=part.name[:200] if part.name else None,
-                size=part.size,
-            )
-            for part in ([] if truncated else parsed.attachments)
-        ]
-        raw: dict[str, Any] = {
-            "headers": parsed.headers,
-            "full_text": parsed.full_text,
-            "uid": uid,
-            "uidvalidity": uidvalidity,
-        }
-        if parsed.automated:
-            raw["automated"] = parsed.automated
-        if truncated:
-            raw["truncated"] = True
-        return InboundMessage(
-            channel=CHANNEL,
+            return
+        if not raw:
+            reason = "the server returned nothing for it (deleted before it was read?)"
+            await self._set_aside(box.uidvalidity, item.uid, reason)
+            return
+        source = Source(
             inbox=self.inbox,
-            chat_id=sender,
-            sender_id=sender,
-            provider_message_id=parsed.message_id,
-            sent_at=parsed.sent_at or datetime.now(UTC),
-            text=parsed.text or parsed.subject[:1000],
-            attachments=attachments,
-            contact=ContactHints(
-                display_name=parsed.display_name[:200] if parsed.display_name else None,
-                email=sender[:320],
-            ),
-            reply_to_id=parsed.in_reply_to,
-            automated=parsed.automated is not None,
-            raw=raw,
+            address=self.config.address.lower(),
+            zone=self.config.zone,
+            uidvalidity=box.uidvalidity,
+            uid=item.uid,
+            received=item.received or datetime.now(UTC),
+            truncated=truncated,
+        )
+        try:
+            intake = await asyncio.to_thread(read_mail, raw, source)
+        except Unusable as exc:
+            await self._set_aside(box.uidvalidity, item.uid, exc.reason, exc.message_id)
+            return
+        except Exception as exc:  # a bug met by one mail: never a reason to stop the rest
+            # The type only: an exception's text may quote the mail (pydantic's does).
+            reason = f"unreadable ({type(exc).__name__})"
+            await self._set_aside(box.uidvalidity, item.uid, reason)
+            return
+        if intake is None:
+            return
+        if not intake.inbound.automated:
+            # Before publishing: the bot may answer before this coroutine goes on.
+            await self._remember_thread(intake.parsed, intake.inbound.sent_at)
+        await self.ctx.publish(intake.inbound)
+        if intake.bounce is not None:
+            await self.ctx.report(intake.bounce)
+
+    async def _read(self, box: ImapMailbox, item: Listed) -> tuple[bytes | None, bool]:
+        if item.size > MAX_MESSAGE:
+            head = await box.fetch(item.uid, "HEADER")
+            text = await box.fetch(item.uid, "TEXT", partial=PARTIAL_TEXT) or b""
+            return (head + text if head else None), True
+        return await box.fetch(item.uid), False
+
+    async def _count_failure(self, uidvalidity: int, uid: int) -> int:
+        """How many times in a row the server has failed to give this message (kept in the
+        state, so a restart or another hub process counts on)."""
+        known = await self.ctx.load_state(CHANNEL, self.inbox, self.failures_key) or {}
+        same = (known.get("uidvalidity"), known.get("uid")) == (uidvalidity, uid)
+        tries = int(known.get("tries", 0)) + 1 if same else 1
+        await self.ctx.save_state(
+            CHANNEL,
+            self.inbox,
+            self.failures_key,
+            {"uidvalidity": uidvalidity, "uid": uid, "tries": tries},
+        )
+        return tries
+
+    async def _set_aside(
+        self, uidvalidity: int, uid: int, reason: str, message_id: str | None = None
+    ) -> None:
+        """Record a message that can't be a client's message, for the operator: in the log
+        (its UID and our reason, never its contents) and on the hub's dead letters
+        (`hub dead list`), with the ids to find it by in the mailbox, where it stays."""
+        log.warning("email %s: message %d set aside: %s", self.inbox, uid, reason)
+        await self.ctx.set_aside(
+            CHANNEL,
+            self.inbox,
+            reason,
+            {
+                "folder": self.config.imap.folder,
+                "uidvalidity": uidvalidity,
+                "uid": uid,
+                "message_id": message_id,
+            },
         )
 
-    async def _remember_thread(self, parsed: ParsedMail) -> None:
-        key = f"thread:{parsed.sender}"
+    async def _remember_thread(self, parsed: ParsedMail, sent_at: datetime) -> None:
+        key = thread_key(parsed.sender or "")
         known = await self.ctx.load_state(CHANNEL, self.inbox, key) or {}
-        at = (parsed.sent_at or datetime.now(UTC)).isoformat()
-        if known.get("at") and _later(known["at"], at):
+        at = sent_at.isoformat()
+        if known.get("at") and is_later(known["at"], at):
             return  # a re-scan met an older message: the thread stays on the newest
         references = [*parsed.references, parsed.message_id][-MAX_REFERENCES:]
         await self.ctx.save_state(
@@ -377,14 +400,14 @@ class EmailChannel(Channel):
         to = msg.chat_id.strip().lower()
         if "@" not in to or any(ch in to for ch in "\r\n<>,;"):
             raise PermanentSendError(f"not an email address: {msg.chat_id!r}")
-        thread = await self.ctx.load_state(CHANNEL, self.inbox, f"thread:{to}") or {}
+        thread = await self.ctx.load_state(CHANNEL, self.inbox, thread_key(to)) or {}
         message_id = our_message_id(msg.id, self.config.domain)
         mail = self._compose(msg, to, thread, message_id)
         await self._submit(mail)
         if thread:
             references = [*thread.get("references", []), message_id][-MAX_REFERENCES:]
             await self.ctx.save_state(
-                CHANNEL, self.inbox, f"thread:{to}", {**thread, "references": references}
+                CHANNEL, self.inbox, thread_key(to), {**thread, "references": references}
             )
         return DeliveryStatus(
             outbound_id=msg.id,
@@ -456,7 +479,7 @@ class EmailChannel(Channel):
             async with ImapMailbox(self.config.imap) as box:
                 if box.uidvalidity != uidvalidity:
                     raise AttachmentUnavailable("the mailbox was rebuilt since")
-                sizes = dict(await box.new_uids(uid - 1))
+                sizes = {item.uid: item.size for item in await box.new_uids(uid - 1)}
                 if uid not in sizes:
                     raise AttachmentUnavailable("the message is no longer in the mailbox")
                 if sizes[uid] > MAX_MESSAGE:
@@ -479,10 +502,3 @@ def _smtp_failure(code: int, text: str) -> Exception:
     if 500 <= code < 600 and code not in AUTH_CODES:
         return PermanentSendError(words)
     return EmailUnavailable(words)
-
-
-def _later(first: str, second: str) -> bool:
-    try:
-        return datetime.fromisoformat(first) > datetime.fromisoformat(second)
-    except ValueError:
-        return False

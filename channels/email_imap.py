@@ -8,6 +8,10 @@ the TLS one) and the capabilities are asked again, as RFC 3501 §6.2.1 requires.
 Messages are fetched with BODY.PEEK[] so reading them does not mark them \\Seen: the owner may
 still read the same mailbox in their mail client. The password goes only into LOGIN, which
 aioimaplib scrubs from its debug log.
+
+A FETCH of one message that the server refuses (Gmail: "NO Some messages could not be
+FETCHed", Dovecot: "NO [SERVERBUG]") or does not answer in time raises `ImapMessageError`, so
+the channel can tell a message it cannot get from a connection that failed.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
-from typing import Literal
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Literal, NamedTuple
 
 import aioimaplib
 from pydantic import SecretStr
@@ -27,11 +32,33 @@ FETCH_RE = re.compile(rb"^\d+ FETCH \(")
 UID_RE = re.compile(rb"UID (\d+)")
 SIZE_RE = re.compile(rb"RFC822\.SIZE (\d+)")
 UIDVALIDITY_RE = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+INTERNALDATE_RE = re.compile(
+    rb'INTERNALDATE " ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)"'
+)
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+RECONNECT_MIN_S = 1.0
+RECONNECT_MAX_S = 300.0
+# A session that worked this long earns a fresh start of the backoff. A shorter one (a server
+# that fails each session right after login) does not: Gmail and Microsoft 365 throttle or
+# lock an account that logs in every second.
+HEALTHY_SESSION_S = 300.0
 
 
 class ImapError(Exception):
     """The server refused or the connection failed: the poller reconnects after a pause."""
+
+
+class ImapMessageError(ImapError):
+    """The server could not give one message (it refused the FETCH or did not answer it),
+    while the connection stands."""
+
+
+class Listed(NamedTuple):
+    """A message above the cursor: its UID, size, and when the server took it."""
+
+    uid: int
+    size: int
+    received: datetime | None = None  # INTERNALDATE
 
 
 @dataclass(frozen=True)
@@ -50,6 +77,24 @@ class ImapConfig:
 
     def context(self) -> ssl.SSLContext:
         return self.ssl_context or ssl.create_default_context()
+
+
+@dataclass
+class SessionBackoff:
+    """The pause before the next IMAP session: doubling from RECONNECT_MIN_S to
+    RECONNECT_MAX_S, less a random part of up to half (hubs that failed together don't log in
+    together); back to the start only after a session that stayed healthy HEALTHY_SESSION_S."""
+
+    jitter: Callable[[], float]  # uniform in [0, 1): random.random
+    failures: int = 0
+
+    def after(self, session_s: float | None) -> float:
+        """The pause after a session that lasted `session_s` (None: it never opened)."""
+        if session_s is not None and session_s >= HEALTHY_SESSION_S:
+            self.failures = 0
+        delay = min(RECONNECT_MAX_S, RECONNECT_MIN_S * 2 ** min(self.failures, 16))
+        self.failures += 1
+        return delay * (1 - self.jitter() / 2)
 
 
 def imap_date(day: date) -> str:
@@ -164,9 +209,10 @@ class ImapMailbox:
             raise ImapError("the connection was lost")
         return self.client
 
-    async def new_uids(self, after: int) -> list[tuple[int, int]]:
-        """(uid, size) of the messages with a UID above `after`, in UID order."""
-        response = await self._client().uid("fetch", f"{after + 1}:*", "(UID RFC822.SIZE)")
+    async def new_uids(self, after: int) -> list[Listed]:
+        """The messages with a UID above `after`, in UID order."""
+        items = "(UID RFC822.SIZE INTERNALDATE)"
+        response = await self._client().uid("fetch", f"{after + 1}:*", items)
         _check(response, "UID FETCH")
         found = []
         for line in response.lines:
@@ -176,7 +222,8 @@ class ImapMailbox:
             uid, size = UID_RE.search(raw), SIZE_RE.search(raw)
             # "n:*" always includes the last message, even when its UID is below n.
             if uid and int(uid.group(1)) > after:
-                found.append((int(uid.group(1)), int(size.group(1)) if size else 0))
+                size_n = int(size.group(1)) if size else 0
+                found.append(Listed(int(uid.group(1)), size_n, internal_date(raw)))
         return sorted(found)
 
     async def uids_since(self, day: date) -> list[int]:
@@ -191,14 +238,21 @@ class ImapMailbox:
 
     async def last_uid(self) -> int:
         uids = await self.new_uids(0)
-        return uids[-1][0] if uids else 0
+        return uids[-1].uid if uids else 0
 
     async def fetch(self, uid: int, section: str = "", partial: int | None = None) -> bytes | None:
         """The message (or a section of it: "HEADER", or the first `partial` bytes of "TEXT")
         by UID, or None if it is gone."""
         item = f"BODY.PEEK[{section}]" + (f"<0.{partial}>" if partial else "")
-        response = await self._client().uid("fetch", str(uid), f"({item})")
-        _check(response, "UID FETCH")
+        client = self._client()
+        try:
+            response = await client.uid("fetch", str(uid), f"({item})")
+        except (TimeoutError, aioimaplib.AioImapException) as exc:
+            if self.lost.is_set():
+                raise ImapError("the connection was lost") from None
+            raise ImapMessageError(f"UID FETCH {uid}: {exc or type(exc).__name__}") from None
+        if response.result != "OK":
+            raise ImapMessageError(f"UID FETCH {uid} refused: {_text(response.lines)}")
         lines = response.lines
         for i, line in enumerate(lines):
             if isinstance(line, bytearray) and i > 0 and FETCH_RE.match(bytes(lines[i - 1])):
@@ -222,6 +276,26 @@ class ImapMailbox:
         if self.lost.is_set():
             raise ImapError("the connection was lost")
         return pushed != aioimaplib.STOP_WAIT_SERVER_PUSH
+
+
+def internal_date(line: bytes) -> datetime | None:
+    """The INTERNALDATE of a FETCH response line, in UTC (month names are English whatever
+    the locale, so no strptime)."""
+    match = INTERNALDATE_RE.search(line)
+    if match is None:
+        return None
+    day, month, year, hh, mm, ss, sign, oh, om = (g.decode() for g in match.groups())
+    if month.title() not in MONTHS:
+        return None
+    offset = timedelta(hours=int(oh), minutes=int(om)) * (-1 if sign == "-" else 1)
+    try:
+        local = datetime(
+            int(year), MONTHS.index(month.title()) + 1, int(day), int(hh), int(mm), int(ss),
+            tzinfo=timezone(offset),
+        )  # fmt: skip
+    except ValueError:  # a day, an hour or an offset out of range
+        return None
+    return local.astimezone(UTC)
 
 
 def _text(lines: list[bytes | bytearray]) -> str:

@@ -15,6 +15,15 @@ UTF-8 with replacement characters rather than failing the whole message.
   X-Autoreply family, mailer-daemon/postmaster senders and an empty Return-Path.
 - Bounces (`bounce_of`): an RFC 3464 delivery-status report, or a mailer-daemon message quoting
   one of our own Message-IDs.
+
+`parse_mail` never raises: no single mail may stop a mailbox. Mail as careless or hostile
+senders write it is read as far as it can be (channels/email_repair.py): header fields are cut
+to a size the `email` package parses quickly, a multipart with a wrong or missing boundary is
+read by the one its body uses, a charset that does not fit the bytes gives way to UTF-8, a date
+is always aware (or None), and text never carries what a database refuses (NUL). When the
+`email` package cannot follow the structure at all (thousands of nested parts), the headers are
+read alone and the body flat, and `defect` says so. HTML is read in linear time
+(channels/email_html.py).
 """
 
 from __future__ import annotations
@@ -23,16 +32,28 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
-from email.utils import getaddresses, parseaddr, parsedate_to_datetime
-from html import unescape
-from html.parser import HTMLParser
+from email.parser import BytesParser
+from email.utils import getaddresses, parseaddr
+
+from channels.email_html import html_fallback, html_lines
+from channels.email_repair import (
+    bounded_headers,
+    clean,
+    decoded_words,
+    flat_text,
+    mail_date,
+    raw_header,
+    rebounded,
+)
 
 MAX_TEXT = 20_000  # InboundMessage.text's limit
 MAX_FULL_TEXT = 50_000  # the whole body kept in raw: enough for any real reply chain
 MAX_ID = 200  # provider_message_id's limit
+MAX_SUBJECT = 1000  # a reply's "Re: <subject>" and the thread's record carry it
+SENDER_HEADERS = ("From", "Sender", "Reply-To")
 # The Message-IDs we generate: <32 hex>.hub@<our domain>. A bounce that quotes one is ours.
 OUR_ID_RE = re.compile(r"<[0-9a-f]{32}\.hub@[^<>\s]+>")
 ROBOT_LOCALPARTS = frozenset({"mailer-daemon", "postmaster", "mail-daemon", "maildaemon"})
@@ -71,10 +92,10 @@ class Bounce:
 @dataclass(frozen=True)
 class ParsedMail:
     message_id: str
-    sender: str | None  # the From address, lower-cased
+    sender: str | None  # the From address (else Sender, Reply-To, Return-Path), lower-cased
     display_name: str | None
     subject: str
-    sent_at: datetime | None
+    sent_at: datetime | None  # aware; None when the Date is absent or unreadable
     in_reply_to: str | None
     references: list[str]
     text: str  # what the bot and the inbox see
@@ -83,6 +104,7 @@ class ParsedMail:
     automated: str | None = None  # why it is machine mail, or None
     bounce: Bounce | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    defect: str | None = None  # what kept the mail from being read whole, or None
 
 
 # Headers ----------------------------------------------------------------------------------
@@ -92,10 +114,14 @@ def header(msg: Message, name: str) -> str:
     """A header as text; a malformed one is kept as its raw characters, never an error."""
     try:
         value = msg.get(name)
-    except (ValueError, TypeError, IndexError, AttributeError):
-        raw = msg.get_all(name, failobj=[])
-        value = raw[0] if raw else None
-    return " ".join(str(value).split()) if value is not None else ""
+    except Exception:  # the policy's parser fails on it (even RecursionError on "((((…")
+        value = raw_header(msg, name)
+    if value is None:
+        return ""
+    text = str(value)
+    if not hasattr(value, "defects") and "=?" in text:  # unparsed: encoded words still in it
+        text = decoded_words(text)
+    return clean(" ".join(text.split()))
 
 
 def message_ids(value: str) -> list[str]:
@@ -120,7 +146,10 @@ def synthetic_id(raw: bytes) -> str:
 
 
 def _address(msg: Message, name: str) -> tuple[str | None, str | None]:
-    pairs = getaddresses([header(msg, name)])
+    try:
+        pairs = getaddresses([header(msg, name)])
+    except Exception:  # the legacy address parser on a hostile value
+        return None, None
     for display, address in pairs:
         if "@" in address:
             return (display.strip() or None), address.strip().lower()
@@ -144,103 +173,26 @@ def reply_subject(subject: str) -> str:
 
 
 def part_text(part: Message) -> str:
-    try:
-        content = part.get_content()  # type: ignore[attr-defined]
-        if isinstance(content, str):
-            return content
-    except (LookupError, UnicodeError, ValueError, AssertionError, KeyError):
-        pass
+    """A text part's words: in its charset; else in UTF-8 when the bytes are UTF-8 (text in
+    8-bit UTF-8 labelled us-ascii, or a charset name Python doesn't know); else its charset
+    (or UTF-8) with replacement characters."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return ""
-    charset = part.get_content_charset() or "utf-8"
+    charset = part.get_content_charset() or "us-ascii"
+    for candidate in (charset, "utf-8"):
+        try:
+            return payload.decode(candidate)
+        except (LookupError, UnicodeError):
+            continue
     try:
         return payload.decode(charset, errors="replace")
-    except LookupError:  # a charset name Python doesn't know
+    except LookupError:
         return payload.decode("utf-8", errors="replace")
 
 
-class _HtmlText(HTMLParser):
-    """HTML to text: style/script/head dropped, block elements become line breaks, and a
-    <blockquote> becomes '>' lines so the quote stripper treats it like plain-text quoting."""
-
-    BLOCKS = frozenset(
-        {"p", "div", "tr", "li", "ul", "ol", "table", "h1", "h2", "h3", "h4", "h5", "h6"}
-    )
-    HIDDEN = frozenset({"style", "script", "head", "title"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.lines: list[str] = [""]
-        self.hidden = 0
-        self.quote = 0
-        self.pre = 0
-
-    def _newline(self) -> None:
-        self.lines.append("")
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.HIDDEN:
-            self.hidden += 1
-        elif tag == "br":
-            self._newline()
-        elif tag == "blockquote":
-            self.quote += 1
-            self._newline()
-        elif tag == "pre":
-            self.pre += 1
-            self._newline()
-        elif tag in self.BLOCKS:
-            self._newline()
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.HIDDEN:
-            self.hidden = max(0, self.hidden - 1)
-        elif tag == "blockquote":
-            self.quote = max(0, self.quote - 1)
-            self._newline()
-        elif tag == "pre":
-            self.pre = max(0, self.pre - 1)
-            self._newline()
-        elif tag in self.BLOCKS:
-            self._newline()
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "br":
-            self._newline()
-
-    def handle_data(self, data: str) -> None:
-        if self.hidden:
-            return
-        if self.pre:
-            chunks = data.split("\n")
-            for i, chunk in enumerate(chunks):
-                if i:
-                    self._newline()
-                self._add(chunk)
-            return
-        self._add(re.sub(r"\s+", " ", data))
-
-    def _add(self, text: str) -> None:
-        if not text:
-            return
-        if not self.lines[-1] and self.quote:
-            self.lines[-1] = "> " * self.quote
-        self.lines[-1] += text
-
-    def text(self) -> str:
-        lines = [line.strip() if not line.startswith(">") else line.rstrip() for line in self.lines]
-        return _tidy("\n".join(lines))
-
-
 def html_to_text(html: str) -> str:
-    parser = _HtmlText()
-    try:
-        parser.feed(html)
-        parser.close()
-    except (AssertionError, ValueError):  # malformed markup: keep what was read
-        pass
-    return parser.text() or unescape(re.sub(r"<[^>]+>", " ", html)).strip()
+    return _tidy(html_lines(html)) or html_fallback(html)
 
 
 def _tidy(text: str) -> str:
@@ -269,7 +221,10 @@ def body_text(msg: EmailMessage) -> str:
         return html_to_text(part_text(html))
     if not msg.is_multipart() and msg.get_content_maintype() == "text":
         return _tidy(part_text(msg))
-    return ""
+    if msg.is_multipart():
+        return ""
+    body = msg.get_payload(decode=True)  # a multipart no boundary could split: its body as text
+    return _tidy(body.decode("utf-8", "replace")) if isinstance(body, bytes) else ""
 
 
 # Quotes and signatures --------------------------------------------------------------------
@@ -430,13 +385,20 @@ def attachments_of(msg: EmailMessage) -> list[MailPart]:
             inner = part.get_payload()
             subject = header(inner[0], "Subject") if isinstance(inner, list) and inner else ""
             name = f"{subject or 'message'}.eml"
-        parts.append(MailPart(index, name, part.get_content_type(), len(leaf_bytes(part))))
+        size = len(leaf_bytes(part))
+        parts.append(
+            MailPart(index, clean(name) if name else None, clean(part.get_content_type()), size)
+        )
     return parts
 
 
 def find_leaf(raw: bytes, index: int) -> Message | None:
-    msg = message_from_bytes(raw, policy=policy.default)
-    return next((part for i, part in leaves(msg) if i == index), None)
+    """The leaf `index` of the mail, read as `parse_mail` reads it (so indexes agree)."""
+    try:
+        msg, _ = _message(bounded_headers(raw))
+        return next((part for i, part in leaves(msg) if i == index), None)
+    except Exception:  # a structure the email package cannot follow
+        return None
 
 
 # Robots and bounces -----------------------------------------------------------------------
@@ -444,7 +406,7 @@ def find_leaf(raw: bytes, index: int) -> Message | None:
 
 def automated_reason(msg: Message, sender: str | None) -> str | None:
     """Why this mail was written by a machine (None if a person wrote it)."""
-    auto = header(msg, "Auto-Submitted").lower()
+    auto = header(msg, "Auto-Submitted").lower()[:100]
     if auto and auto.split(";")[0].strip() != "no":
         return f"Auto-Submitted: {auto}"
     precedence = header(msg, "Precedence").lower()
@@ -461,9 +423,16 @@ def automated_reason(msg: Message, sender: str | None) -> str | None:
     return_path = header(msg, "Return-Path")
     if "Return-Path" in msg and return_path.strip() in ("<>", ""):
         return "empty Return-Path"
-    if msg.get_content_type() == "multipart/report":
+    if _content_type(msg) == "multipart/report":
         return "delivery report"
     return None
+
+
+def _content_type(msg: Message) -> str:
+    try:
+        return msg.get_content_type()
+    except Exception:  # a Content-Type the policy's parser fails on (RecursionError on "((…")
+        return "text/plain"
 
 
 def _status_fields(report: Message) -> list[Message]:
@@ -540,35 +509,68 @@ def _diagnostic_line(text: str) -> str:
 # The whole message ------------------------------------------------------------------------
 
 
-def parse_mail(raw: bytes) -> ParsedMail:
-    msg = message_from_bytes(raw, policy=policy.default)
-    assert isinstance(msg, EmailMessage)  # policy.default builds EmailMessage
-    display, sender = _address(msg, "From")
-    if sender is None:
-        display, sender = _address(msg, "Sender")
-    if sender is None:
-        _, return_path = parseaddr(header(msg, "Return-Path"))
-        sender = return_path.lower() or None if "@" in return_path else None
-    full = body_text(msg)
+def parse_mail(raw: bytes, *, zone: tzinfo = UTC) -> ParsedMail:
+    """Read one mail; never raises. `zone` is the salon's: a Date without one is read in it."""
+    bounded = bounded_headers(raw)
     try:
-        sent_at = parsedate_to_datetime(header(msg, "Date")) if header(msg, "Date") else None
-    except (TypeError, ValueError, IndexError):
-        sent_at = None
+        msg, defect = _message(bounded)
+        full = body_text(msg)
+        attachments = attachments_of(msg)
+    except Exception as exc:  # RecursionError on thousands of nested parts, or a bug
+        msg = _headers_only(bounded)
+        defect = f"a structure the email package cannot follow ({type(exc).__name__})"
+        full, attachments = _tidy(flat_text(bounded)), []
+    display, sender = _sender(msg)
     automated = automated_reason(msg, sender)
-    bounce = bounce_of(msg, sender, full) if automated else None
-    references = message_ids(header(msg, "References"))
+    try:
+        bounce = bounce_of(msg, sender, full) if automated else None
+    except Exception:  # a report too broken to name what it reports: a robot's mail all the same
+        bounce = None
+    if bounce is not None:
+        bounce = Bounce(clean(bounce.original_message_id), clean(bounce.diagnostic))
+    references = [i for i in message_ids(header(msg, "References")) if len(i) <= MAX_ID]
     return ParsedMail(
         message_id=normalized_id(header(msg, "Message-ID")) or synthetic_id(raw),
         sender=sender,
         display_name=display,
-        subject=header(msg, "Subject"),
-        sent_at=sent_at,
+        subject=header(msg, "Subject")[:MAX_SUBJECT],
+        # As written: the policy's own reading turns a date without a zone into "-0000".
+        sent_at=mail_date(" ".join((raw_header(msg, "Date") or "").split()), zone),
         in_reply_to=normalized_id(header(msg, "In-Reply-To")),
         references=references,
-        text=strip_reply(full)[:MAX_TEXT],
-        full_text=full[:MAX_FULL_TEXT],
-        attachments=attachments_of(msg),
+        text=clean(strip_reply(full[:MAX_FULL_TEXT])[:MAX_TEXT]),
+        full_text=clean(full[:MAX_FULL_TEXT]),
+        attachments=attachments,
         automated=automated,
         bounce=bounce,
         headers={name: header(msg, name)[:1000] for name in KEPT_HEADERS if name in msg},
+        defect=defect,
     )
+
+
+def _message(raw: bytes) -> tuple[EmailMessage, str | None]:
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(msg, EmailMessage)  # policy.default builds EmailMessage
+    return rebounded(msg)
+
+
+def _headers_only(raw: bytes) -> Message:
+    """The headers alone; with plain-string headers (compat32) when the policy's parser fails
+    on one even then (a Content-Type of "((((…" fails as the parser closes the message)."""
+    try:
+        return BytesParser(policy=policy.default).parsebytes(raw, headersonly=True)
+    except Exception:
+        return BytesParser(policy=policy.compat32).parsebytes(raw, headersonly=True)
+
+
+def _sender(msg: Message) -> tuple[str | None, str | None]:
+    """(display name, address): From, else Sender, Reply-To, the envelope's Return-Path."""
+    for name in SENDER_HEADERS:
+        display, sender = _address(msg, name)
+        if sender is not None:
+            return display, sender
+    try:
+        _, return_path = parseaddr(header(msg, "Return-Path"))
+    except Exception:
+        return None, None
+    return None, (return_path.lower() or None if "@" in return_path else None)

@@ -419,6 +419,7 @@ def _message(
             contact=ContactHints() if own else ContactHints(source=source_of(m.referral)),
             reply_to_id=reply_to_id,
             own=own,
+            private=True,  # the Instagram messaging API has one-to-one threads only
             raw=raw,
         )
     )
@@ -447,6 +448,7 @@ def _postback(
             provider_message_id=mid[:200],
             sent_at=when(event.timestamp, clock),
             text=text[:MAX_INBOUND_TEXT],
+            private=True,  # as above: one to one
             raw=raw,
         )
     )

@@ -296,6 +296,8 @@ def to_inbound(
         text=text[:MAX_TEXT],
         attachments=attachments,
         contact=_trimmed(contact),
+        # A group thread is read by all its members: staff answer it, never the bot.
+        private=not thread.is_group,
         raw={"item_type": item.item_type, "thread_id": thread.thread_id},
     )
 

@@ -416,6 +416,8 @@ class SmsChannel(Channel):
             attachments=_media(fields, payload.num_media or 0),
             contact=ContactHints(phone=sender if E164_RE.match(sender) else None),
             consent=consent_of(payload.body, payload.opt_out_type),
+            # One number writing to the salon's; the answer goes to that number alone.
+            private=True,
             raw=fields,
         )
 

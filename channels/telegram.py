@@ -7,6 +7,10 @@ Outbound: sendMessage (long texts split, quick replies as an inline keyboard on 
 part), sendPhoto/sendDocument for attachments with a URL, spaced by Telegram's limits
 (channels/telegram_limits.py) and retried after a 429's `retry_after`.
 
+Groups, supergroups and channels are ignored unless TELEGRAM_GROUPS=staff keeps them for staff
+(channels/telegram_updates.py); either way only staff ever write to a group: the bot's replies
+and the hub's own messages (reminders, confirmations) to one are refused here.
+
 Bot tokens are part of every Bot API URL: nothing here logs a URL or an aiohttp error text
 without `redact`. docs/channels/telegram.md has the settings and choices.
 """
@@ -60,6 +64,7 @@ from channels.telegram_limits import SendLimits
 from channels.telegram_updates import (
     ALLOWED_UPDATES,
     Event,
+    GroupPolicy,
     TgUpdate,
     callback_data,
     interpret,
@@ -69,6 +74,7 @@ from channels.webhook import INBOX_RE, parse_json
 from hub.config import Settings
 from hub.messages import (
     Attachment,
+    Author,
     DeliveryState,
     DeliveryStatus,
     OutboundMessage,
@@ -90,6 +96,7 @@ DERIVE_LABEL = b"salon-hub telegram webhook secret"
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 Mode = Literal["webhook", "polling"]
+GROUP_REFUSAL = "only staff write to a group chat: no bot reply or message of the hub's goes there"
 
 
 class TelegramUnavailable(Exception):
@@ -185,6 +192,7 @@ def from_settings(settings: Settings, ctx: ChannelContext) -> TelegramChannel | 
         mode=mode,
         public_url=settings.hub_public_url,
         webhook_secrets=hooks,
+        groups=settings.telegram_groups,
     )
 
 
@@ -226,6 +234,7 @@ class TelegramChannel(Channel):
         mode: Mode = "polling",
         public_url: str | None = None,
         webhook_secrets: Mapping[str, str] | None = None,
+        groups: GroupPolicy = "ignore",
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         poll_timeout: int = 30,
@@ -240,6 +249,7 @@ class TelegramChannel(Channel):
         super().__init__(ctx, next(iter(tokens)))
         self.mode = mode
         self.public_url = (public_url or "").rstrip("/")
+        self.groups = groups
         # The outbound path's time: tests swap these to check spacing without waiting.
         self.clock = clock
         self.sleep = sleep
@@ -307,7 +317,7 @@ class TelegramChannel(Channel):
             update = TgUpdate.model_validate(raw)
             # What it means, before anything is published: an update our models take but the
             # hub's message can't hold is refused whole, not a 500 halfway.
-            event = interpret(update, box.inbox, raw)
+            event = interpret(update, box.inbox, raw, groups=self.groups)
         except ValidationError as exc:
             log.info("telegram webhook %s: malformed update: %s", box.inbox, _short(exc))
             return web.Response(status=400, text="malformed update")
@@ -432,7 +442,7 @@ class TelegramChannel(Channel):
     # Updates ---------------------------------------------------------------------------
 
     async def _handle(self, box: TelegramInbox, update: TgUpdate, raw: dict[str, Any]) -> None:
-        await self._act(box, update, interpret(update, box.inbox, raw))
+        await self._act(box, update, interpret(update, box.inbox, raw, groups=self.groups))
 
     async def _act(self, box: TelegramInbox, update: TgUpdate, event: Event) -> None:
         if event.message is not None:
@@ -444,8 +454,12 @@ class TelegramChannel(Channel):
                 "telegram", box.inbox, str(event.blocked_by), "blocked the bot"
             )
         if event.ignored is not None:
-            log.debug(
-                "telegram %s: update %d ignored: %s", box.inbox, update.update_id, event.ignored
+            log.log(
+                logging.INFO if event.notice else logging.DEBUG,
+                "telegram %s: update %d ignored: %s",
+                box.inbox,
+                update.update_id,
+                event.ignored,
             )
 
     async def _answer_callback(self, box: TelegramInbox, query_id: str) -> None:
@@ -462,6 +476,17 @@ class TelegramChannel(Channel):
         if box is None:
             raise PermanentSendError(f"no Telegram bot for inbox {msg.inbox!r}")
         chat = _chat_ref(msg.chat_id)
+        if _is_group(chat) and msg.author != Author.staff:
+            # Everyone in a group reads it: a reminder or a bot reply there would tell them a
+            # client's appointments. The hub's router and bot worker never send one; this is
+            # the last word (a conversation stored before groups were ignored, say).
+            log.info("telegram %s: refused a %s message to a group", box.inbox, msg.author)
+            return DeliveryStatus(
+                outbound_id=msg.id,
+                status=DeliveryState.failed,
+                error=GROUP_REFUSAL,
+                retryable=False,
+            )
         steps: list[str | Attachment] = [*split_text(msg.text), *_sendable(msg.attachments)]
         if not steps:
             raise PermanentSendError("nothing to send: no text and no attachment with a URL")

@@ -4,6 +4,13 @@ Only the fields the hub uses are modelled (`extra="ignore"`): Telegram adds fiel
 objects with every Bot API release, and an update we do not understand is answered 200 and
 dropped, never retried. `interpret` is pure: an update in, an `Event` out (a message to
 publish, a user who blocked the bot, or the reason it was ignored).
+
+Groups, supergroups and channels are not where a salon talks to one client: two people in one
+group would share one conversation, and whatever the bot said (appointments, a phone) everyone
+would read. So by default (`TELEGRAM_GROUPS=ignore`) an update from any chat that is not
+private is acknowledged and dropped, its text never published nor logged. With `staff` a
+group's messages are kept as `private=False` messages: stored and handed to staff, the bot
+never answering them (hub/botworker.py).
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ PAYLOAD_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_TEXT = 20_000
 CALLBACK_DATA_BYTES = 64  # Telegram's limit on callback_data
 FileKind = Literal["image", "video", "audio", "voice", "file"]
+# What becomes of updates from groups, supergroups and channels (TELEGRAM_GROUPS).
+GroupPolicy = Literal["ignore", "staff"]
+PRIVATE = "private"  # Telegram's chat.type of a one-to-one chat with the bot
 
 
 # Telegram's ids fit in 64 bits (52 significant): a longer one is no update of Telegram's, and
@@ -52,7 +62,12 @@ class TgUser(TgModel):
 
 class TgChat(TgModel):
     id: TgId
-    type: str = "private"
+    # Always sent by Telegram; a chat without one is refused rather than taken as private.
+    type: str
+
+    @property
+    def private(self) -> bool:
+        return self.type == PRIVATE
 
 
 class TgPhotoSize(TgModel):
@@ -165,18 +180,33 @@ class Event:
     message: InboundMessage | None = None
     answer_callback: str | None = None  # answer this callback query after publishing
     blocked_by: int | None = None  # this user blocked the bot
-    ignored: str | None = None  # why nothing happens
+    ignored: str | None = None  # why nothing happens (never the text of a message)
+    notice: bool = False  # worth an info line, not only a debug one
 
 
-def interpret(update: TgUpdate, inbox: str, raw: dict[str, Any] | None = None) -> Event:
+def interpret(
+    update: TgUpdate,
+    inbox: str,
+    raw: dict[str, Any] | None = None,
+    *,
+    groups: GroupPolicy = "ignore",
+) -> Event:
     if update.message is not None:
+        chat = update.message.chat
+        if not chat.private and groups == "ignore":
+            return Event(ignored=_group_ignored("a message", chat))
         msg = from_message(update.message, inbox, raw)
         return Event(message=msg) if msg is not None else Event(ignored="nothing we keep")
     if update.callback_query is not None:
-        return from_callback(update.callback_query, inbox, raw)
+        return from_callback(update.callback_query, inbox, raw, groups=groups)
     if update.my_chat_member is not None:
         return from_member_update(update.my_chat_member)
+    # Edited messages and channel posts among them: never asked for, and not kept if sent.
     return Event(ignored="an update type the channel does not handle")
+
+
+def _group_ignored(what: str, chat: TgChat) -> str:
+    return f"{what} in {chat.type} chat {chat.id} (TELEGRAM_GROUPS=ignore)"
 
 
 # Messages ---------------------------------------------------------------------------------
@@ -221,6 +251,7 @@ def from_message(
         reply_to_id=(
             f"{chat}:{message.reply_to_message.message_id}" if message.reply_to_message else None
         ),
+        private=message.chat.private,
         raw=raw,
     )
 
@@ -331,12 +362,26 @@ def _when(date: int) -> datetime:
 # Buttons ----------------------------------------------------------------------------------
 
 
-def from_callback(query: TgCallbackQuery, inbox: str, raw: dict[str, Any] | None) -> Event:
+def from_callback(
+    query: TgCallbackQuery,
+    inbox: str,
+    raw: dict[str, Any] | None,
+    *,
+    groups: GroupPolicy = "ignore",
+) -> Event:
+    # The spinner on the button stops in every case (answerCallbackQuery posts nothing).
     if not query.data:
         return Event(answer_callback=query.id, ignored="a callback without data")
-    sender = query.from_user
     message = query.message
-    chat = str(message.chat.id) if message is not None else str(sender.id)
+    if message is None:
+        # A button of an inline-mode message, which the hub never sends: its chat is unknown.
+        return Event(answer_callback=query.id, ignored="a button press in an unknown chat")
+    if not message.chat.private and groups == "ignore":
+        return Event(
+            answer_callback=query.id, ignored=_group_ignored("a button press", message.chat)
+        )
+    sender = query.from_user
+    chat = str(message.chat.id)
     label = button_label(message, query.data)
     return Event(
         message=InboundMessage(
@@ -347,7 +392,8 @@ def from_callback(query: TgCallbackQuery, inbox: str, raw: dict[str, Any] | None
             provider_message_id=f"cb:{query.id}",
             text=label[:MAX_TEXT],
             contact=sender_hints(sender),
-            reply_to_id=f"{chat}:{message.message_id}" if message is not None else None,
+            reply_to_id=f"{chat}:{message.message_id}",
+            private=message.chat.private,
             raw=raw,
         ),
         answer_callback=query.id,
@@ -386,9 +432,15 @@ def truncate_bytes(text: str, limit: int) -> str:
 
 def from_member_update(change: TgChatMemberUpdated) -> Event:
     status = change.new_chat_member.status
-    if change.chat.type == "private" and status == "kicked":
-        return Event(blocked_by=change.from_user.id)
-    return Event(ignored=f"the bot is now {status!r} in a {change.chat.type} chat")
+    if change.chat.private:
+        if status == "kicked":
+            return Event(blocked_by=change.from_user.id)
+        return Event(ignored=f"the bot is now {status!r} in a private chat")
+    # Someone added the bot to a group (or removed it): worth a line for whoever runs the hub.
+    return Event(
+        ignored=f"the bot is now {status!r} in {change.chat.type} chat {change.chat.id}",
+        notice=True,
+    )
 
 
 # Text -------------------------------------------------------------------------------------

@@ -423,6 +423,7 @@ def inbound_of(
         text=text[:MAX_INBOUND_TEXT],
         attachments=attachments,
         contact=hints,
+        private=True,  # a Viber bot talks one to one: bots can't be added to Viber groups
         raw=raw,
     )
 

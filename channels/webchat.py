@@ -17,6 +17,7 @@ import re
 import secrets
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,15 @@ class RateLimit:
 class WebChatChannel(Channel):
     name = "webchat"
 
-    def __init__(self, ctx: ChannelContext, inbox: str = "site", *, secure_cookie: bool = False):
+    def __init__(
+        self,
+        ctx: ChannelContext,
+        inbox: str = "site",
+        *,
+        secure_cookie: Callable[[web.Request], bool] = lambda request: False,
+    ):
         super().__init__(ctx, inbox)
+        # Per request: behind a TLS proxy the hub learns it from the request (hub/forwarded.py).
         self.secure_cookie = secure_cookie
         self.sockets: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
         self.topic = f"webchat:{inbox}"
@@ -120,7 +128,7 @@ class WebChatChannel(Channel):
             max_age=COOKIE_MAX_AGE,
             httponly=True,
             samesite="Lax",
-            secure=self.secure_cookie,
+            secure=self.secure_cookie(request),
             path="/",
         )
         return visitor
@@ -192,6 +200,7 @@ class WebChatChannel(Channel):
             provider_message_id=f"{visitor}:{client_id}",
             text=text.strip(),
             contact=ContactHints(language=language),
+            private=True,  # one visitor's own page
         )
         await self.ctx.publish(msg)
         echo = {

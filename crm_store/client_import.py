@@ -3,18 +3,16 @@
 The file is read and every row checked before anything is written (`load_clients_file`);
 then one transaction matches the rows to existing cards by phone or email, updates those and
 inserts the rest in bulk (`run_import`). A row either creates a card, updates one, is
-rejected with a reason, or is skipped (empty). See docs/import.md.
+rejected with a reason, or is skipped (empty). The file is read by crm_store.import_csv and
+crm_store.import_xlsx, within the bounds of crm_store.import_source. See docs/import.md.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
-import io
 import itertools
 import re
 import unicodedata
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, tzinfo
@@ -22,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal, TextIO, TypeVar
 
 import phonenumbers
-from openpyxl import load_workbook
 from openpyxl.utils.datetime import from_excel
 from sqlalchemy import Table, func, insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -32,13 +29,25 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from crm_store import audit
 from crm_store.clients import union_tags
 from crm_store.contacts import normalize_email, normalize_phone
+from crm_store.csv_cells import spreadsheet_safe
 from crm_store.db import transaction
+from crm_store.import_csv import read_csv_rows
+from crm_store.import_source import (
+    CSV_SUFFIXES,
+    MAX_FILE_BYTES,
+    XLSX_SUFFIXES,
+    ClientImportError,
+    SourceTable,
+    blank_row,
+    cell_text,
+    megabytes,
+    trim_trailing_empty,
+)
+from crm_store.import_xlsx import read_xlsx_rows
 from crm_store.models import AuditEntry, Client
 from crm_store.timeutil import aware, utcnow
 
 FIELDS = ("name", "first_name", "last_name", "phone", "email", "notes", "last_visit", "tags")
-CSV_SUFFIXES = (".csv", ".tsv")
-XLSX_SUFFIXES = (".xlsx", ".xlsm")
 
 Outcome = Literal["created", "updated", "rejected", "skipped"]
 # Called as progress(stage, done, total) while rows are checked and while cards are saved.
@@ -56,20 +65,7 @@ T = TypeVar("T")
 _CLIENTS: Table = Client.__table__  # type: ignore[attr-defined]
 
 
-class ClientImportError(Exception):
-    """The file or the options can't be used; nothing was imported."""
-
-
 # Reading ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SourceTable:
-    """The cells of a file, row by row as a spreadsheet shows them (index 0 is row 1)."""
-
-    name: str
-    kind: Literal["csv", "xlsx"]
-    rows: list[list[Any]]
 
 
 def read_table(path: Path, *, sheet: str | None = None) -> SourceTable:
@@ -82,117 +78,21 @@ def read_table(path: Path, *, sheet: str | None = None) -> SourceTable:
         )
     if not path.is_file():
         raise ClientImportError(f"{path}: no such file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ClientImportError(f"{path}: {exc.strerror}") from None
+    if size > MAX_FILE_BYTES:
+        raise ClientImportError(
+            f"{path.name}: the file is {megabytes(size)}; a file may be at most "
+            f"{megabytes(MAX_FILE_BYTES)} (split it)"
+        )
     if suffix in CSV_SUFFIXES:
         if sheet is not None:
             raise ClientImportError("--sheet is for .xlsx files; a CSV file has one table")
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ClientImportError(f"{path}: {exc.strerror}") from None
-        rows = read_csv_rows(data, path.name)
-        return SourceTable(path.name, "csv", _trim_trailing_empty(rows))
-    return SourceTable(path.name, "xlsx", _trim_trailing_empty(read_xlsx_rows(path, sheet)))
-
-
-def read_csv_rows(data: bytes, name: str = "the file") -> list[list[Any]]:
-    text = decode_text(data, name)
-    delimiter = sniff_delimiter(text)
-    try:
-        return [list(row) for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)]
-    except csv.Error as exc:
-        raise ClientImportError(f"{name}: not a readable CSV file ({exc})") from None
-
-
-def decode_text(data: bytes, name: str = "the file") -> str:
-    """UTF-8 (with or without a BOM), UTF-16 with a BOM (Excel's "Unicode text"), else
-    Windows-1251: what Excel in a Ukrainian or Russian Windows saves as "CSV"."""
-    try:
-        if data.startswith(codecs.BOM_UTF8):
-            return data[len(codecs.BOM_UTF8) :].decode("utf-8")
-        if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-            return data.decode("utf-16")
-    except UnicodeDecodeError:
-        raise ClientImportError(f"{name}: the text is not in the encoding it declares") from None
-    if b"\x00" in data:
-        raise ClientImportError(f"{name}: not a text file")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp1251")
-    except UnicodeDecodeError:
-        raise ClientImportError(
-            f"{name}: can't decode the text (tried UTF-8 and Windows-1251); "
-            "save the file as CSV UTF-8"
-        ) from None
-
-
-def sniff_delimiter(text: str) -> str:
-    """The one of `,` `;` tab that splits the first lines into the same number of fields.
-
-    csv.Sniffer guesses from character frequencies and is easily fooled by commas inside
-    notes, so each candidate is tried and the most consistent split wins."""
-    sample = [line for line in text.splitlines()[:50] if line.strip()][:20]
-    best, best_score = ",", (False, 0, 0)
-    for delimiter in (",", ";", "\t"):
-        counts = Counter(len(row) for row in csv.reader(sample, delimiter=delimiter))
-        if not counts:
-            continue
-        fields, lines = counts.most_common(1)[0]
-        score = (fields > 1, lines, fields)
-        if score > best_score:
-            best, best_score = delimiter, score
-    return best
-
-
-def read_xlsx_rows(path: Path, sheet: str | None) -> list[list[Any]]:
-    try:
-        book = load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # openpyxl raises many kinds on a damaged or foreign file
-        raise ClientImportError(f"{path.name}: not a readable .xlsx file ({exc})") from None
-    try:
-        if sheet is None:
-            if not book.worksheets:
-                raise ClientImportError(f"{path.name}: the workbook has no sheets")
-            worksheet = book.worksheets[0]
-        elif sheet in book.sheetnames:
-            worksheet = book[sheet]
-        else:
-            names = ", ".join(repr(n) for n in book.sheetnames)
-            raise ClientImportError(f"{path.name}: no sheet {sheet!r} (the sheets: {names})")
-        # Some programs write a wrong sheet size; read_only mode would trust it and cut rows.
-        worksheet.reset_dimensions()  # type: ignore[union-attr]
-        return [list(row) for row in worksheet.iter_rows(values_only=True)]  # type: ignore[union-attr]
-    except ClientImportError:
-        raise
-    except Exception as exc:
-        raise ClientImportError(f"{path.name}: not a readable .xlsx file ({exc})") from None
-    finally:
-        book.close()
-
-
-def _trim_trailing_empty(rows: list[list[Any]]) -> list[list[Any]]:
-    """Formatted but empty rows after the data are not rows anyone sees as part of it."""
-    end = len(rows)
-    while end and _blank_row(rows[end - 1]):
-        end -= 1
-    return rows[:end]
-
-
-def cell_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        # A phone typed into a number cell comes back as 380671234567.0.
-        return str(int(value))
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    return str(value).replace("\x00", "").strip()
-
-
-def _blank_row(row: Sequence[Any]) -> bool:
-    return all(not cell_text(v) for v in row)
+        rows = read_csv_rows(path)
+        return SourceTable(path.name, "csv", trim_trailing_empty(rows))
+    return SourceTable(path.name, "xlsx", trim_trailing_empty(read_xlsx_rows(path, sheet)))
 
 
 # Finding the columns ---------------------------------------------------------------------
@@ -408,7 +308,7 @@ def _detect_by_content(
     columns: dict[str, int], rows: Sequence[Sequence[Any]], region: str, *, headerless: bool
 ) -> None:
     """Find the phone and email columns by what is in them when the header didn't say."""
-    sample = [row for row in rows if not _blank_row(row)][: CONTENT_SAMPLE_ROWS + 1]
+    sample = [row for row in rows if not blank_row(row)][: CONTENT_SAMPLE_ROWS + 1]
     if headerless and len(sample) > 1:
         # Without a known header the first row may still be one, in words we don't know:
         # judging by it would make a small file's columns look half wrong.
@@ -451,7 +351,7 @@ def _unrecognised_header(
 ) -> int | None:
     """A first row whose phone and email cells hold no phone or email is a header in words
     we don't know ("Nome", "Telefono"), not a client."""
-    first = next((i for i, row in enumerate(rows) if not _blank_row(row)), None)
+    first = next((i for i, row in enumerate(rows) if not blank_row(row)), None)
     if first is None:
         return None
     row = rows[first]
@@ -560,7 +460,7 @@ def _check_row(
     tz: tzinfo,
 ) -> ClientRow | RowOutcome:
     number = index + 1
-    if _blank_row(cells):
+    if blank_row(cells):
         return RowOutcome(number, "skipped", reason="empty row")
     if layout.header_row is not None and index < layout.header_row:
         return RowOutcome(number, "skipped", reason="above the header row")
@@ -1064,7 +964,10 @@ def format_report(report: ImportReport) -> str:
 
 
 def write_report_csv(report: ImportReport, stream: TextIO) -> None:
+    """Every row's outcome; a reason is quoted where a spreadsheet would take it for a
+    formula (crm_store.csv_cells)."""
     writer = csv.writer(stream)
     writer.writerow(["row", "outcome", "client_id", "reason"])
     for o in report.outcomes:
-        writer.writerow([o.row, o.outcome, "" if o.client_id is None else o.client_id, o.reason])
+        client_id = "" if o.client_id is None else o.client_id
+        writer.writerow([spreadsheet_safe(v) for v in (o.row, o.outcome, client_id, o.reason)])

@@ -1,4 +1,9 @@
-"""Conversations and their messages: storing each provider message once, delivery states."""
+"""Conversations and their messages: storing each provider message once, delivery states.
+
+An outbound message goes queued → sending → sent → delivered → read (or failed). `sending` is
+a dispatcher's claim on the send (claim_outbound): it carries the claim's owner and expiry,
+so two dispatchers holding entries of one message never both send it (hub/outbound.py).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import and_, or_, update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store import audit
 from crm_store.identity import Hints, Resolution, resolve_client
 from crm_store.models import AuditEntry, Client, Conversation, Message
-from crm_store.timeutil import utcnow
+from crm_store.timeutil import as_utc, utcnow
 
 OPEN_STATUSES = ("bot", "waiting", "human")
 STATUSES = (*OPEN_STATUSES, "closed")
 # A receipt only moves a message forward: a late `sent` never hides `read`, while a later
-# "undelivered" receipt does turn `sent` into `failed`.
-DELIVERY_RANK = {"queued": 0, "sent": 1, "failed": 2, "delivered": 3, "read": 4}
+# "undelivered" receipt does turn `sent` into `failed`. Any answer or receipt moves a message
+# on from `sending` (a receipt may outrun the send's own answer).
+DELIVERY_RANK = {"queued": 0, "sending": 1, "sent": 2, "failed": 3, "delivered": 4, "read": 5}
 
 
 @dataclass
@@ -49,6 +56,7 @@ class InboundData:
     hints: Hints = field(default_factory=Hints)
     reply_to_id: str | None = None
     public_id: str | None = None
+    private: bool = True  # a one-to-one chat (false: a group)
 
 
 async def find_provider_message(
@@ -142,6 +150,7 @@ async def _place(
         inbox=data.inbox,  # type: ignore[arg-type]
         chat_id=data.chat_id,
         now=now,
+        private=data.private,
     )
     if conversation.client_id != client.id:
         conversation.client_id = client.id  # type: ignore[assignment]
@@ -222,8 +231,10 @@ async def open_conversation(
     inbox: str,
     chat_id: str,
     now: datetime,
+    private: bool = True,
 ) -> tuple[Conversation, bool]:
-    """The open conversation of a chat, or a new one (status `bot`)."""
+    """The open conversation of a chat, or a new one (status `bot`). A chat is private or a
+    group for good: `private` is taken when the conversation is opened."""
     found = (
         await session.exec(
             select(Conversation)
@@ -246,6 +257,7 @@ async def open_conversation(
         chat_id=chat_id,
         status="bot",
         opened_at=now,
+        private=private,
     )
     session.add(conversation)
     await session.flush()
@@ -341,8 +353,81 @@ async def set_delivery(
         message.error = error[:2000]
     if attempts is not None:
         message.attempts = attempts
+    if status != "sending":
+        message.claimed_by = None
+        message.claimed_until = None
     await session.flush()
     return message
+
+
+# Claims on a send (hub/outbound.py). Each is one UPDATE decided by the database: PostgreSQL
+# re-checks the WHERE on a row a concurrent UPDATE has just changed (so of two dispatchers
+# racing for one row only the first matches), SQLite runs one writer at a time. `now` and
+# `until` come from the dispatcher's clock: hosts must agree on the time to well within a
+# claim's lease.
+
+
+async def claim_outbound(
+    session: AsyncSession, public_id: str, *, owner: str, now: datetime, until: datetime
+) -> bool:
+    """Take the send of an outbound message: True for the one caller whose UPDATE moved it to
+    `sending`. It must be `queued`, or `sending` under a claim that lapsed (its owner died) or
+    that is `owner`'s own already (the same dispatcher trying the same entry again)."""
+    now = as_utc(now)
+    result = await session.exec(  # type: ignore[call-overload]
+        update(Message)
+        .where(
+            col(Message.public_id) == public_id,
+            col(Message.direction) == "out",
+            or_(
+                col(Message.status) == "queued",
+                and_(
+                    col(Message.status) == "sending",
+                    or_(col(Message.claimed_until) < now, col(Message.claimed_by) == owner),
+                ),
+            ),
+        )
+        .values(status="sending", claimed_by=owner, claimed_until=as_utc(until), status_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def _held_by(public_id: str, owner: str) -> tuple[Any, ...]:
+    """A message being sent under `owner`'s claim."""
+    return (
+        col(Message.public_id) == public_id,
+        col(Message.status) == "sending",
+        col(Message.claimed_by) == owner,
+    )
+
+
+async def renew_claim(
+    session: AsyncSession, public_id: str, *, owner: str, until: datetime
+) -> bool:
+    """Push a claim's expiry to `until`; False if it is no longer `owner`'s (taken over after
+    it lapsed, or the message moved on: a receipt, another dispatcher's answer)."""
+    result = await session.exec(  # type: ignore[call-overload]
+        update(Message)
+        .where(*_held_by(public_id, owner))
+        .values(claimed_until=as_utc(until))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+async def release_claim(
+    session: AsyncSession, public_id: str, *, owner: str, now: datetime
+) -> bool:
+    """Give an unsent message back (`queued`), so the next entry of it sends it at once
+    rather than after the claim lapses. Only `owner`'s own claim is given back."""
+    result = await session.exec(  # type: ignore[call-overload]
+        update(Message)
+        .where(*_held_by(public_id, owner))
+        .values(status="queued", claimed_by=None, claimed_until=None, status_at=as_utc(now))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 async def list_conversations(

@@ -399,12 +399,18 @@ async def delete_canned(session: AsyncSession, canned_id: int) -> None:
 # Who sees what -----------------------------------------------------------------------------
 
 
+def _live_with(master_id: int) -> ColumnElement[bool]:
+    """An appointment with this master that was not cancelled: a booking the client dropped
+    (or one a master made to reach a stranger's card) grants no look at the card."""
+    return and_(Appointment.master_id == master_id, Appointment.status != "cancelled")
+
+
 def master_clients(master_id: int) -> Any:
-    """The ids of the clients a master may see: those with an appointment with them or a
+    """The ids of the clients a master may see: those with a live appointment with them or a
     conversation assigned to them."""
     return (
         select(Appointment.client_id)
-        .where(Appointment.master_id == master_id)
+        .where(_live_with(master_id))
         .union(select(Conversation.client_id).where(Conversation.assignee_id == master_id))
     )
 
@@ -416,7 +422,7 @@ async def master_sees_client(session: AsyncSession, master_id: int, client_id: i
                 or_(
                     exists(
                         select(Appointment.id).where(
-                            Appointment.master_id == master_id, Appointment.client_id == client_id
+                            _live_with(master_id), Appointment.client_id == client_id
                         )
                     ),
                     exists(

@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     literal_column,
 )
+from sqlalchemy import true as sa_true
 from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlmodel import Field, SQLModel
 
@@ -104,6 +105,9 @@ class Conversation(SQLModel, table=True):
     last_message_at: datetime | None = _ts(index=True)
     first_inbound_at: datetime | None = _ts()
     first_response_at: datetime | None = _ts()
+    # A one-to-one chat (false: a group the client wrote in). Nothing personal (reminders,
+    # re-engagement, the bot) is ever sent into a chat that is not private.
+    private: bool = Field(default=True, sa_column_kwargs={"server_default": sa_true()})
 
 
 class Message(SQLModel, table=True):
@@ -135,8 +139,12 @@ class Message(SQLModel, table=True):
     provider_message_id: str | None = Field(default=None, max_length=200)
     outbound_key: str | None = Field(default=None, max_length=64)
     reply_to_id: str | None = Field(default=None, max_length=200)
-    # inbound: received; outbound: queued | sent | delivered | read | failed
+    # inbound: received; outbound: queued | sending | sent | delivered | read | failed
     status: str = Field(default="received", max_length=10)
+    # While `sending`: the dispatcher that claimed the send ("<worker>/<stream entry id>")
+    # and when its claim lapses unless renewed (hub/outbound.py). Cleared when it leaves.
+    claimed_by: str | None = Field(default=None, max_length=120)
+    claimed_until: datetime | None = _ts()
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     attempts: int = Field(default=0)
     # SMS parts the provider billed (the owner's SMS cost); None on other channels.

@@ -9,7 +9,9 @@ phone on file (email before SMS: SMS is paid per segment). The channels' rules c
 - Instagram allows messages only within 24 hours of the client's last message;
 - Viber bills messages its bot starts (for bots created since 2024); the salon may allow
   them (the default) or keep Viber to the same 24-hour window;
-- a channel that is off in this hub is skipped.
+- a channel that is off in this hub is skipped;
+- a group chat the client wrote in (a Telegram group, an Instagram group thread) is never a
+  route: what goes out from here is personal.
 
 A route already tried for this message (`exclude`) is skipped too: that is failover.
 """
@@ -69,7 +71,12 @@ async def routes(
                 func.max(Message.created_at),
             )
             .join(Message, col(Message.conversation_id) == col(Conversation.id))
-            .where(Message.client_id == client.id, Message.direction == "in")
+            # Never a group the client wrote in: what goes out from here is personal.
+            .where(
+                Message.client_id == client.id,
+                Message.direction == "in",
+                col(Conversation.private).is_(True),
+            )
             .group_by(Conversation.channel, Conversation.inbox, Conversation.chat_id)
         )
     ).all()

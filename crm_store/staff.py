@@ -7,6 +7,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from crm_store import audit
 from crm_store.contacts import normalize_email
 from crm_store.models import Staff
 
@@ -32,6 +33,10 @@ class StaffError(ValueError):
     pass
 
 
+class StaffNotFound(StaffError):
+    pass
+
+
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
@@ -44,6 +49,8 @@ async def add_staff(
     role: str,
     name: str = "",
     language: str = "uk",
+    actor: audit.Actor = "system",
+    by_staff_id: int | None = None,
 ) -> Staff:
     normalized = normalize_email(email)
     if normalized is None:
@@ -62,6 +69,51 @@ async def add_staff(
         language=language,
     )
     session.add(staff)
+    await session.flush()
+    audit.record(
+        session,
+        actor=actor,
+        staff_id=by_staff_id,
+        entity="staff",
+        entity_id=staff.id,  # type: ignore[arg-type]
+        action="created",
+        changes={"email": staff.email, "role": staff.role, "name": staff.name},
+    )
+    return staff
+
+
+async def set_active(
+    session: AsyncSession,
+    staff_id: int,
+    active: bool,
+    *,
+    actor: audit.Actor = "system",
+    by_staff_id: int | None = None,
+) -> Staff:
+    """Switch an account on or off (audited). The last active owner can't be switched off:
+    nobody could manage the salon any more. The caller ends an account's sessions."""
+    staff = await session.get(Staff, staff_id, with_for_update=True)
+    if staff is None:
+        raise StaffNotFound(f"no staff member with id {staff_id}")
+    if staff.active == active:
+        return staff
+    if not active and staff.role == "owner":
+        owners = await session.exec(
+            select(Staff.id).where(Staff.role == "owner", Staff.active, Staff.id != staff_id)  # type: ignore[arg-type]
+        )
+        if owners.first() is None:
+            raise StaffError("the last active owner can't be deactivated")
+    staff.active = active
+    session.add(staff)
+    audit.record(
+        session,
+        actor=actor,
+        staff_id=by_staff_id,
+        entity="staff",
+        entity_id=staff_id,
+        action="activated" if active else "deactivated",
+        changes={"active": active},
+    )
     await session.flush()
     return staff
 

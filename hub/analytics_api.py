@@ -23,6 +23,7 @@ from crm_store import analytics
 from crm_store.analytics import TABLES, Query, Table
 from crm_store.analytics.report import DEFAULT_DAYS, DEFAULT_LOST_DAYS, MAX_DAYS
 from crm_store.business import Rules
+from crm_store.csv_cells import spreadsheet_safe
 from crm_store.timeutil import as_utc
 from hub import roles
 from hub.http_json import hub_of, refuse
@@ -147,7 +148,8 @@ def rows_json(table: Table, tz: ZoneInfo) -> list[dict[str, Any]]:
 
 def table_csv(table: Table, tz: ZoneInfo) -> str:
     """UTF-8 with a BOM (so a spreadsheet opens Cyrillic names right), the columns as the
-    header, an empty field for no value."""
+    header, an empty field for no value. Text that a spreadsheet would run as a formula (a
+    client's name typed as `=HYPERLINK(…)`) is quoted: crm_store.csv_cells."""
     out = io.StringIO()
     out.write(BOM)
     writer = csv.writer(out, lineterminator="\r\n")
@@ -163,7 +165,7 @@ def _csv_value(value: Any) -> Any:
     # 600.0 seconds is written 600: the same number, as a spreadsheet shows it.
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    return value
+    return spreadsheet_safe(value)
 
 
 # Routes ---------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -16,9 +15,12 @@ from crm_store.inbox import mark_read, master_sees_attachment
 from crm_store.models import Conversation, Staff
 from crm_store.staff import authenticate
 from hub import auth, roles
+from hub.client_files import file_headers
 from hub.events import message_frame
+from hub.forwarded import client_address, secure_cookies
 from hub.handoff import HandoffError, close, give_back
 from hub.http_json import hub_of, positive_int, read_body, refuse
+from hub.login_throttle import DEVICE_COOKIE, DEVICE_COOKIE_PATH, DEVICE_TTL_S, LoginThrottle
 from hub.messages import Author
 from hub.replies import send_reply
 
@@ -40,26 +42,28 @@ class ReplyBody(BaseModel):
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginBody)
     hub = hub_of(request)
-    address = request.remote or "unknown"
-    wait = await auth.login_blocked(hub.redis, body.email, address)
-    if wait:
-        log.info("login refused: too many failed attempts")
+    throttle = LoginThrottle(hub.redis)
+    device = request.cookies.get(DEVICE_COOKIE)
+    attempt = await throttle.attempt(body.email, client_address(request), device)
+    if isinstance(attempt, int):
+        log.info("login refused: too many failed attempts (wait %ss)", attempt)
         return web.json_response(
-            {"error": "too many failed attempts; try again later", "retry_after": wait},
+            {"error": "too many failed attempts; try again later", "retry_after": attempt},
             status=429,
-            headers={"Retry-After": str(wait)},
+            headers={"Retry-After": str(attempt)},
         )
     async with transaction(hub.sessions) as session:
         staff = await authenticate(session, body.email, body.password)
     if staff is None:
-        await auth.login_failed(hub.redis, body.email, address)
+        await throttle.failed(attempt)
         log.info("failed staff login")
         return web.json_response({"error": "wrong email or password"}, status=401)
-    await auth.login_succeeded(hub.redis, body.email, address)
+    device = await throttle.succeeded(attempt, device)
     settings = hub.settings
     max_age = settings.hub_session_days * 86400
     token, csrf = await auth.open_session(hub.redis, staff.id, max_age)  # type: ignore[arg-type]
     response = web.json_response({**_staff_json(staff), "csrf_token": csrf})
+    secure = secure_cookies(request, settings.cookie_secure)
     for name, value, httponly in ((auth.COOKIE, token, True), (auth.CSRF_COOKIE, csrf, False)):
         # The CSRF cookie is readable by the inbox's scripts, which send it back as a header.
         response.set_cookie(
@@ -67,10 +71,19 @@ async def login(request: web.Request) -> web.Response:
             value,
             httponly=httponly,
             samesite="Strict",
-            secure=settings.cookie_secure,
+            secure=secure,
             max_age=max_age,
             path="/",
         )
+    response.set_cookie(
+        DEVICE_COOKIE,
+        device,
+        httponly=True,
+        samesite="Strict",
+        secure=secure,
+        max_age=DEVICE_TTL_S,
+        path=DEVICE_COOKIE_PATH,
+    )
     return response
 
 
@@ -85,10 +98,7 @@ async def logout(request: web.Request) -> web.Response:
 
 @routes.get("/api/me")
 async def me(request: web.Request) -> web.Response:
-    async with hub_of(request).sessions() as session:
-        staff = await session.get(Staff, request[auth.STAFF_KEY])
-    if staff is None or not staff.active:
-        raise refuse(web.HTTPUnauthorized, "not signed in")
+    staff = await roles.staff_of(request)
     return web.json_response({**_staff_json(staff), "csrf_token": request[auth.CSRF_KEY]})
 
 
@@ -176,7 +186,8 @@ async def _move(request: web.Request, action: Any) -> web.Response:
 
 @routes.get("/api/attachments/{channel}/{inbox}/{ref}")
 async def attachment(request: web.Request) -> web.StreamResponse:
-    """A client's file (photo, document, voice) fetched from the provider for staff."""
+    """A client's file (photo, document, voice) fetched from the provider for staff, served
+    so that nothing in it can run (hub/client_files.py)."""
     hub = hub_of(request)
     channel = hub.channels.get(request.match_info["channel"])
     if channel is None:
@@ -194,14 +205,8 @@ async def attachment(request: web.Request) -> web.StreamResponse:
         )
     except AttachmentUnavailable as exc:
         raise refuse(web.HTTPNotFound, str(exc)) from None
-    headers = {"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"}
-    if fetched.name:
-        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(fetched.name)}"
-    return web.Response(
-        body=fetched.content,
-        content_type=fetched.mime_type or "application/octet-stream",
-        headers=headers,
-    )
+    content_type, headers = file_headers(fetched)
+    return web.Response(body=fetched.content, content_type=content_type, headers=headers)
 
 
 def _staff_json(staff: Staff) -> dict[str, Any]:

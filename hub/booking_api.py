@@ -250,10 +250,12 @@ async def create_appointment(request: web.Request) -> web.Response:
     data = await read_body(request, BookBody)
     master = await roles.master_id_of(request)
     if master is not None:
-        # A master books only into their own day.
+        # A master books only into their own day, and only a client they already see: a
+        # booking must not be a way into any card of the base.
         if data.master_id not in (None, master):
             raise refuse(web.HTTPForbidden, roles.NOT_YOURS)
         data.master_id = master
+        await roles.check_client(request, data.client_id)
     try:
         async with transaction(hub.sessions) as session:
             rules = await hub.rules(session)

@@ -16,6 +16,11 @@ What the turn did to the client's appointments (a cancellation above all: the ti
 for someone else) is published as an `appointment` event, so the inbox tells staff at once and
 the calendar redraws. It is read from the audit log, which every change through the bot's
 tools writes, so it holds for either brain and whichever tool did it.
+
+The bot speaks only in a private chat. A message from a group (`private: false` on the
+event: a Telegram group kept for staff, an Instagram group thread) is never given to the
+brain: the conversation goes to staff instead, since everyone in the group would read an
+answer that may hold the client's appointments or phone.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ MAX_TURNS = 16
 # only a chance to skip a line, never an answer).
 MAX_REMEMBERED = 10_000
 SHARED_LANE = "-"  # events of no conversation (appointments, hand-offs without one)
+GROUP_REASON = "a group chat: the bot never answers there"
 
 
 class BotWorker:
@@ -118,17 +124,22 @@ class BotWorker:
                 )
                 return
             async with self._turns:
-                await self._turn(conversation_id, event["message"])
+                await self._turn(conversation_id, event["message"], private=_private(event))
         finally:
             if self._newest.get(conversation_id) == entry.id:
                 del self._newest[conversation_id]
 
-    async def _turn(self, conversation_id: int, message: dict[str, Any]) -> None:
+    async def _turn(
+        self, conversation_id: int, message: dict[str, Any], *, private: bool = True
+    ) -> None:
         async with self.sessions() as session:
             conversation = await session.get(Conversation, conversation_id)
             if conversation is None or conversation.status != "bot":
                 return  # a human has it, or it waits for one: the bot stays silent
             client = await session.get(Client, conversation.client_id)
+        if not private:
+            await hand_off(self.sessions, self.bus, conversation_id, reason=GROUP_REASON)
+            return
         turn = Turn(
             conversation_id=conversation.id,  # type: ignore[arg-type]
             client_id=conversation.client_id,
@@ -228,6 +239,13 @@ def _answerable(event: dict[str, Any]) -> bool:
         and event.get("conversation_status", "bot") == "bot"
         and isinstance(event.get("conversation_id"), int)
     )
+
+
+def _private(event: dict[str, Any]) -> bool:
+    """Whether the message came from a one-to-one chat: `true`, or nothing said (events from
+    before the flag, and the channels that have only private chats); any other value reads as
+    a group."""
+    return event.get("private", True) is True
 
 
 def _order(stream_id: str) -> tuple[int, int]:

@@ -33,6 +33,8 @@ from hub.xadd_batch import XaddBatcher
 log = logging.getLogger(__name__)
 
 DEAD_STREAM = "hub:dead"
+# The `stream` of a dead letter that is a provider's message a channel set aside.
+SET_ASIDE_PREFIX = "set-aside:"
 EVENTS_STREAM = "hub:events"
 ERRORS_HASH = "hub:errors"
 EVENTS_MAXLEN = 50_000
@@ -194,6 +196,26 @@ class Bus:
         )
         return dead_id
 
+    async def set_aside(self, source: str, error: str, details: dict[str, Any]) -> str:
+        """A provider's message a channel could not take, on hub:dead beside failed entries
+        (channels.base.ChannelContext.set_aside). Its `stream` says where it comes from; it
+        is not a stream entry, so it is never replayed."""
+        dead_id = await self.redis.xadd(
+            DEAD_STREAM,
+            {
+                "stream": SET_ASIDE_PREFIX + source,
+                "entry_id": "",
+                "error": error[:4000],
+                "deliveries": "0",
+                "failed_at": str(int(time.time() * 1000)),
+                "fields": json.dumps(details, ensure_ascii=False, default=str),
+            },
+            maxlen=self.maxlen,
+            approximate=True,
+        )
+        log.warning("dead letter %s: %s set a message aside: %s", dead_id, source, error[:300])
+        return dead_id
+
     async def dead_letters(self, count: int = 100) -> list[dict[str, Any]]:
         rows = await self.redis.xrange(DEAD_STREAM, count=count)
         return [_dead_row(dead_id, fields) for dead_id, fields in rows]
@@ -207,6 +229,11 @@ class Bus:
         if not rows:
             raise KeyError(f"no dead letter {dead_id}")
         row = _dead_row(*rows[0])
+        if row["stream"].startswith(SET_ASIDE_PREFIX):
+            raise NotReplayable(
+                f"dead letter {dead_id} is a message {row['stream'][len(SET_ASIDE_PREFIX) :]} "
+                "set aside; it stays with the provider and can't be replayed"
+            )
         fields = dict(row["fields"])
         if data is not None:
             fields["data"] = data
@@ -217,10 +244,20 @@ class Bus:
         return new_id
 
     async def replay_all(self) -> list[str]:
-        replayed = []
-        while rows := await self.redis.xrange(DEAD_STREAM, count=100):
+        """Every dead letter there is now that can be replayed (messages channels set aside
+        stay). One that fails again and comes back as a new dead letter is not taken again."""
+        replayed: list[str] = []
+        newest = await self.redis.xrevrange(DEAD_STREAM, count=1)
+        if not newest:
+            return replayed
+        after, last = "-", newest[0][0]
+        while rows := await self.redis.xrange(DEAD_STREAM, min=after, max=last, count=100):
             for dead_id, _ in rows:
-                replayed.append(await self.replay(dead_id))
+                try:
+                    replayed.append(await self.replay(dead_id))
+                except NotReplayable:
+                    pass
+            after = f"({rows[-1][0]}"
         return replayed
 
     async def ensure_group(self, stream: str, group: str) -> None:
@@ -229,6 +266,10 @@ class Bus:
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+
+class NotReplayable(PermanentError):
+    """A dead letter that is not a stream entry (a message a channel set aside)."""
 
 
 def _dead_row(dead_id: str, fields: dict[str, str]) -> dict[str, Any]:

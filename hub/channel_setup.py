@@ -15,6 +15,7 @@ import logging
 from channels.base import Channel, ChannelContext
 from channels.webchat import WebChatChannel
 from hub.config import Settings
+from hub.forwarded import secure_cookies
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ def build_channels(settings: Settings, ctx: ChannelContext) -> dict[str, Channel
     channels: dict[str, Channel] = {}
     if settings.hub_webchat_enabled:
         channels["webchat"] = WebChatChannel(
-            ctx, settings.hub_webchat_inbox, secure_cookie=settings.cookie_secure
+            ctx,
+            settings.hub_webchat_inbox,
+            secure_cookie=lambda request: secure_cookies(request, settings.cookie_secure),
         )
     for name, module_name in PROVIDER_MODULES.items():
         if not configured(settings, name):

@@ -1,4 +1,4 @@
-"""The `hub` command: serve, migrate, staff add, dead list|replay."""
+"""The `hub` command: serve, migrate, staff add|deactivate|activate, dead list|replay."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import logging
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -76,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--role", required=True, choices=["owner", "admin", "master"])
     add.add_argument("--name", default="")
     add.set_defaults(func=cmd_staff_add)
+    for verb, helptext in (
+        ("deactivate", "switch an account off: it is signed out everywhere at once"),
+        ("activate", "switch an account back on"),
+    ):
+        switch = staff_sub.add_parser(verb, help=helptext)
+        switch.add_argument("--email", required=True)
+        switch.set_defaults(func=cmd_staff_switch, active=verb == "activate")
 
     dead = sub.add_parser("dead", help="dead-letter entries")
     dead_sub = dead.add_subparsers(dest="dead_command", required=True)
@@ -115,11 +123,15 @@ def _brain_name(hub: Hub) -> str:
 
 
 async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate: bool) -> int:
+    metrics_address = _host_port(settings.hub_metrics_listen)
+    for address in (host, port), metrics_address:
+        if address is not None:
+            _check_free(*address)
     from aiohttp import web
 
     from crm_store.migrate import SchemaOutOfDate
     from hub.state import Hub
-    from hub.web import AccessLogger, create_app
+    from hub.web import AccessLogger, create_app, metrics_app
 
     hub = Hub(settings, migrate=migrate)
     try:
@@ -128,6 +140,7 @@ async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate
         await hub.close()
         raise CliError(str(exc)) from None
     runner: web.AppRunner | None = None
+    metrics_runner: web.AppRunner | None = None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -138,6 +151,10 @@ async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate
         runner = web.AppRunner(create_app(hub), handle_signals=False, access_log_class=AccessLogger)
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
+        if metrics_address is not None:
+            metrics_runner = web.AppRunner(metrics_app(hub), handle_signals=False)
+            await metrics_runner.setup()
+            await web.TCPSite(metrics_runner, *metrics_address).start()
         settle_heap()
         base = settings.hub_public_url or f"http://{host}:{port}"
         print(f"\nThe hub is running at {base}", flush=True)
@@ -154,10 +171,38 @@ async def serve(settings: Settings, host: str, port: int, *, demo: bool, migrate
         log.info("shutting down")
     finally:
         await hub.stop()
-        if runner is not None:
-            await runner.cleanup()
+        for started in (runner, metrics_runner):
+            if started is not None:
+                await started.cleanup()
         await hub.close()
     return 0
+
+
+def _host_port(address: str | None) -> tuple[str, int] | None:
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail at once, in one line, when the address is taken: before the database, the demo
+    salon and the channels, which take seconds and print a page."""
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CliError(f"can't listen on {host}:{port}: {exc.strerror}") from None
+    for family, kind, proto, _, where in found:
+        with socket.socket(family, kind, proto) as probe:
+            # As aiohttp's server will: an old connection in TIME_WAIT doesn't count as taken.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(where)
+            except OSError as exc:
+                raise CliError(
+                    f"can't listen on {host}:{port}: {exc.strerror} (another hub running? "
+                    "choose another with --port)"
+                ) from None
 
 
 def settle_heap() -> None:
@@ -287,6 +332,35 @@ async def _staff_add(settings: Settings, email: str, password: str, role: str, n
     return await _with_database(settings, run)
 
 
+def cmd_staff_switch(args: argparse.Namespace) -> int:
+    settings = Settings()
+
+    async def run(engine) -> int:  # type: ignore[no-untyped-def]
+        from crm_store.contacts import normalize_email
+        from crm_store.db import session_factory
+        from crm_store.staff import StaffError, staff_by_email
+        from hub.team import set_staff_active
+
+        sessions = session_factory(engine)
+        async with sessions() as session:
+            staff = await staff_by_email(session, normalize_email(args.email) or "")
+        if staff is None:
+            raise CliError(f"no staff member with the email {args.email}")
+
+        async def switch(bus):  # type: ignore[no-untyped-def]
+            return await set_staff_active(sessions, bus, staff.id, args.active)
+
+        try:
+            await _with_bus(settings, switch)
+        except StaffError as exc:
+            raise CliError(str(exc)) from None
+        state = "on" if args.active else "off (every session of it ended)"
+        print(f"{staff.email} is {state}")
+        return 0
+
+    return asyncio.run(_with_database(settings, run))
+
+
 # dead letters ---------------------------------------------------------------------------
 
 
@@ -343,6 +417,8 @@ def cmd_dead_replay(args: argparse.Namespace) -> int:
     if args.data:
         data = sys.stdin.read() if args.data == "-" else Path(args.data).read_text(encoding="utf-8")
 
+    from hub.bus import NotReplayable
+
     async def action(bus):  # type: ignore[no-untyped-def]
         if args.all:
             return await bus.replay_all()
@@ -350,6 +426,8 @@ def cmd_dead_replay(args: argparse.Namespace) -> int:
             return [await bus.replay(args.id, data)]
         except KeyError as exc:
             raise CliError(str(exc.args[0])) from None
+        except NotReplayable as exc:
+            raise CliError(str(exc)) from None
 
     ids = asyncio.run(_with_bus(Settings(), action))
     print(f"replayed {len(ids)} entr{'y' if len(ids) == 1 else 'ies'}")

@@ -81,6 +81,10 @@ def cmd_import_clients(args: argparse.Namespace) -> int:
         report = asyncio.run(_import(settings, plan, dry_run=args.dry_run, progress=progress))
     except ClientImportError as exc:
         raise CliError(str(exc)) from None
+    except MemoryError:
+        # The bounds on a file (crm_store.import_source) keep an import to a few hundred MB; a
+        # machine with less than that still gets an error and the exit code, not a traceback.
+        raise CliError(f"not enough memory to import {args.file.name}; nothing was saved") from None
     finally:
         progress.close()
     print(format_report(report))

@@ -60,6 +60,16 @@ class Settings(BaseSettings):
     hub_viber_bot_initiated: bool = True
     hub_reengage_every_min: int = Field(default=60, ge=1)
 
+    # Behind a reverse proxy (docs/security.md): the proxies whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed, as IPs or networks ("127.0.0.1, 10.0.0.0/8"). Unset: no
+    # one's, and the TCP peer is the client.
+    hub_trusted_proxies: str = ""
+    # /metrics: answered only with "Authorization: Bearer <this token>"; unset, it is off on the
+    # main address. HUB_METRICS_LISTEN (host:port) serves it without a token on an address of
+    # its own, for a Prometheus on a private network.
+    hub_metrics_token: SecretStr | None = None
+    hub_metrics_listen: str | None = None
+
     # Staff sessions.
     hub_session_days: int = Field(default=14, ge=1)
     # Argon2 cost of staff password hashes (argon2-cffi's defaults: 3 passes over 64 MiB).
@@ -77,6 +87,9 @@ class Settings(BaseSettings):
     telegram_mode: Literal["auto", "webhook", "polling"] = "auto"
     # Checked on every webhook call (X-Telegram-Bot-Api-Secret-Token); derived if unset.
     telegram_webhook_secret: SecretStr | None = None
+    # Groups, supergroups and channels: ignore (acknowledged, not stored) or staff (stored and
+    # handed to staff; the bot never answers there, since everyone in a group reads it).
+    telegram_groups: Literal["ignore", "staff"] = "ignore"
 
     # Viber bot.
     viber_bot_token: SecretStr | None = None
@@ -149,6 +162,23 @@ class Settings(BaseSettings):
         from hub.rate_limits import parse_rates
 
         parse_rates(value)
+        return value
+
+    @field_validator("hub_trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        from hub.forwarded import parse_networks
+
+        parse_networks(value)
+        return value
+
+    @field_validator("hub_metrics_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"HUB_METRICS_LISTEN must be host:port, not {value!r}")
         return value
 
     @field_validator("hub_default_region")

@@ -111,8 +111,10 @@ class StreamConsumer:
             except (TimeoutError, asyncio.CancelledError, Exception):
                 log.debug("%s: in-flight refresher ended", self.name, exc_info=True)
             if heartbeat is not None:
-                heartbeat.cancel()
-                await asyncio.gather(heartbeat, return_exceptions=True)
+                try:
+                    await asyncio.wait_for(heartbeat, self.leases.lease_ms / 1000 + 5)  # type: ignore[union-attr]
+                except (TimeoutError, asyncio.CancelledError, Exception):
+                    log.debug("%s: lease heartbeat ended", self.name, exc_info=True)
             if self.leases is not None:
                 try:
                     await self.leases.release_all()
@@ -121,8 +123,12 @@ class StreamConsumer:
 
     async def _heartbeat(self) -> None:
         assert self.leases is not None
-        while True:
-            await asyncio.sleep(self.leases.lease_ms / 3000)
+        # Ends on the stop event, not by cancellation, for the reason _keep_alive gives: a
+        # cancellation swallowed mid-command kept a stopping hub waiting out its whole grace.
+        while not self._stopping.is_set():
+            await self._pause(self.leases.lease_ms / 3000)
+            if self._stopping.is_set():
+                break
             try:
                 await self.leases.renew()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from crm_store.models import Conversation
-from hub import roles
+from hub import auth, roles
 from hub.bus import EVENTS_STREAM, parse_entries
 from hub.http_json import refuse
 from hub.state import HUB, Hub
@@ -120,8 +120,17 @@ class EventFanout:
                         log.exception("live events: delivering %s failed", entry_id)
 
     async def _deliver(self, entry_id: str, fields: dict[str, str]) -> None:
+        if not self.subscribers:
+            return
+        off = _switched_off(fields)
+        if off is not None:
+            # An account switched off (hub/team.py): its open streams end now, in every process.
+            for subscriber in [s for s in self.subscribers if s.staff_id == off]:
+                self.unsubscribe(subscriber)
+                _end(subscriber)
+            return
         parsed = _parse(entry_id, fields)
-        if parsed is None or not self.subscribers:
+        if parsed is None:
             return
         event, frame = parsed
         owners = await self._owners(event)
@@ -193,13 +202,27 @@ class EventFanout:
         return assignee
 
 
-def _parse(entry_id: str, fields: dict[str, str]) -> tuple[dict[str, Any], str] | None:
-    """The event of a hub:events entry and its SSE frame; None for what the inbox ignores."""
+def _event(fields: dict[str, str]) -> dict[str, Any] | None:
     try:
         event = json.loads(fields.get("data", ""))
     except (TypeError, json.JSONDecodeError):
         return None
-    kind = event.get("type") if isinstance(event, dict) else None
+    return event if isinstance(event, dict) else None
+
+
+def _switched_off(fields: dict[str, str]) -> int | None:
+    """The staff id of a `staff` event that switched an account off."""
+    event = _event(fields)
+    if event is None or event.get("type") != "staff" or event.get("active") is not False:
+        return None
+    staff_id = event.get("staff_id")
+    return staff_id if isinstance(staff_id, int) else None
+
+
+def _parse(entry_id: str, fields: dict[str, str]) -> tuple[dict[str, Any], str] | None:
+    """The event of a hub:events entry and its SSE frame; None for what the inbox ignores."""
+    event = _event(fields)
+    kind = event.get("type") if event is not None else None
     if kind not in SSE_EVENTS:
         return None
     data = json.dumps(event, ensure_ascii=False)
@@ -254,6 +277,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             try:
                 item = await asyncio.wait_for(subscriber.queue.get(), PING_SECONDS)
             except TimeoutError:
+                if not await _still_signed_in(request):
+                    break  # signed out, or the account was switched off in the database
                 await response.write(b": ping\n\n")
                 continue
             if item is None:
@@ -266,6 +291,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     finally:
         fanout.unsubscribe(subscriber)
     return response
+
+
+async def _still_signed_in(request: web.Request) -> bool:
+    """The stream's session still lives and its account is still on (read afresh)."""
+    session = await auth.session_of(request.app[HUB].redis, request.cookies.get(auth.COOKIE))
+    return session is not None and await roles.load_active(request)
 
 
 def setup(app: web.Application) -> None:

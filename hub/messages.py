@@ -77,12 +77,19 @@ class InboundMessage(_Model):
     # app): stored as a staff reply and staff take the chat, so the bot keeps quiet. Here
     # `sender_id` is the client's id (the other side of the chat), not the business's.
     own: bool = False
+    # A one-to-one chat between the client and the salon. False in a group (a Telegram group,
+    # an Instagram group thread): others read whatever is sent there, so the bot never
+    # answers it (its answers can be personal: appointments, a phone) and staff get it. The
+    # default suits the channels whose chats are all one to one.
+    private: bool = True
     raw: dict[str, Any] | None = None
 
     @field_validator("sent_at", "received_at")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        # Always UTC: SQLite keeps a timestamp's wall time and drops its offset, so a channel's
+        # "10:00+02:00" would be stored as 10:00 UTC.
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
     def shard_key(self) -> str:
         return f"{self.channel}\x1f{self.inbox}\x1f{self.chat_id}"

@@ -47,7 +47,22 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint("GET", "/api/channels", "The channels that are on, with their state"),
     Endpoint(
-        "GET", "/api/staff", "Active staff (for assigning)", answer="[{id, name, email, role}]"
+        "GET",
+        "/api/staff",
+        "Active staff (for assigning)",
+        answer="[{id, name, role, email}]; email for owners and admins only",
+    ),
+    Endpoint(
+        "POST",
+        "/api/staff/{id}/deactivate",
+        "Switch an account off (owner): every session of it ends at once",
+        answer="{id, name, role, active}",
+    ),
+    Endpoint(
+        "POST",
+        "/api/staff/{id}/activate",
+        "Switch an account back on (owner)",
+        answer="{id, name, role, active}",
     ),
     # Conversations
     Endpoint(

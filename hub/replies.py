@@ -1,7 +1,10 @@
 """Sending a reply into a conversation: stored `queued`, then put on the outbound stream.
 
 Staff replies and bot replies both come through here. The idempotency key is unique in the
-store, so a retried call (a double-click, a bot worker redelivery) queues the reply once.
+store, so a retried call (a double-click, a bot worker redelivery) stores the reply once. It
+puts the reply on the outbound stream again unless it has gone already (a crash between the
+commit and the XADD must not leave it unsent); the dispatcher's claim on the message
+(hub/outbound.py) makes sure that however many entries of it there are, it is sent once.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from hub.events import message_event
 from hub.messages import Author, OutboundMessage, QuickReply, new_id
 
 log = logging.getLogger(__name__)
+
+UNSENT = ("queued", "sending")
 
 
 class ReplyError(LookupError):
@@ -93,7 +98,9 @@ async def send_reply(
     outbound = outbound_of(message, conversation)
     if quick_replies:
         outbound.quick_replies = quick_replies
-    # Queued again on a retried call: the dispatcher sends only what is still `queued`.
-    await bus.publish_outbound(outbound)
+    # A retried call puts it on the stream again while it may still need a carrier (queued,
+    # or sending under a claim whose dispatcher may die); the claim sends it once.
+    if created or message.status in UNSENT:
+        await bus.publish_outbound(outbound)
     await bus.publish_event(**message_event(message, conversation))
     return Queued(message, conversation, outbound, created)

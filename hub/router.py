@@ -63,8 +63,10 @@ def consent_keyword(text: str) -> ConsentKeyword | None:
 
 def keyword_of(msg: InboundMessage) -> ConsentKeyword | None:
     """A keyword for the hub to act on and confirm: not when the channel already read one
-    (the provider answers those), nor in what a machine or the business wrote."""
-    if msg.consent is not None or msg.automated or msg.own:
+    (the provider answers those), nor in what a machine or the business wrote, nor in a group
+    (a word there is not a client's answer to the salon, and the confirmation would be read
+    by everyone in it)."""
+    if msg.consent is not None or msg.automated or msg.own or not msg.private:
         return None
     return consent_keyword(msg.text)
 
@@ -90,6 +92,7 @@ def to_store(msg: InboundMessage) -> InboundData:
         hints=Hints(**msg.contact.model_dump()),
         reply_to_id=msg.reply_to_id,
         public_id=msg.id,
+        private=msg.private,
     )
 
 
@@ -137,7 +140,9 @@ class Router:
         # Published for duplicates too: a crash between commit and publish must not lose the
         # event, so every event consumer is idempotent on the message id.
         quiet = msg.consent is not None or msg.automated or keyword is not None
-        extra = {"bot_reply": False} if quiet else {}
+        extra: dict[str, bool] = {"bot_reply": False} if quiet else {}
+        if not msg.private:
+            extra["private"] = False  # the bot worker hands a group to staff, never answers it
         await self.bus.publish_event(**message_event(record.message, record.conversation), **extra)
         if keyword is not None:
             # For duplicates too (a crash before it was queued); its key makes it one message.

@@ -16,7 +16,8 @@ One tick:
 
 A process that dies mid-send leaves its claimed rows to be claimed again when their lease
 runs out; the outbound message has the row's key, so the retry neither stores nor sends it
-twice (the dispatcher sends only what is still `queued`).
+twice (the dispatcher claims a message before it sends it, and sends only a claimed one:
+docs/pipeline.md, "Sending once").
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class Scheduler:
         self.clock_runner: AsyncIOScheduler | None = None
         self._lock = asyncio.Lock()
         self._business: Business | None = None
+        self._rounds: set[asyncio.Task[object]] = set()
 
     # The clock ------------------------------------------------------------------------
 
@@ -143,23 +145,38 @@ class Scheduler:
         runner.start()
         self.clock_runner = runner
 
-    def stop(self) -> None:
-        if self.clock_runner is not None and self.clock_runner.running:
-            self.clock_runner.shutdown(wait=False)
-        self.clock_runner = None
+    async def stop(self, grace: float = 10.0) -> None:
+        """No new rounds; a round under way gets `grace` seconds to finish, then is cut
+        short (what it claimed stays claimed until its lease ends, and another round sends
+        it). APScheduler would cancel it at once and log the cancellation as a crash."""
+        runner, self.clock_runner = self.clock_runner, None
+        if runner is None or not runner.running:
+            return
+        runner.pause()
+        if self._rounds:
+            await asyncio.wait(self._rounds, timeout=grace)
+        runner.shutdown(wait=False)
 
     async def _tick_safely(self) -> None:
-        try:
-            await self.tick()
-        except Exception:
-            # The next tick tries again; rows stay in the database whatever happened.
-            log.exception("scheduler tick failed")
+        await self._round(self.tick, "scheduler tick failed")
 
     async def _plan_safely(self) -> None:
+        await self._round(self.plan, "re-engagement planning failed")
+
+    async def _round(self, work: Callable[[], Awaitable[object]], failure: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._rounds.add(task)
         try:
-            await self.plan()
+            await work()
+        except asyncio.CancelledError:
+            # Only a shutdown cancels a round: said in one line, not as APScheduler's traceback.
+            log.info("a scheduler round was cut short by the shutdown")
         except Exception:
-            log.exception("re-engagement planning failed")
+            # The next round tries again; rows stay in the database whatever happened.
+            log.exception(failure)
+        finally:
+            self._rounds.discard(task)  # type: ignore[arg-type]
 
     # The work -------------------------------------------------------------------------
 

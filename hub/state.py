@@ -91,6 +91,11 @@ class HubContext:
             rows = await chat_history(session, channel=channel, inbox=inbox, chat_id=chat_id)
         return [message_frame(m) for m in rows]
 
+    async def set_aside(
+        self, channel: str, inbox: str, reason: str, details: dict[str, Any]
+    ) -> None:
+        await self.hub.bus.set_aside(f"{channel}/{inbox}", reason, details)
+
     async def load_state(self, channel: str, inbox: str, key: str) -> dict[str, Any] | None:
         return await channel_state.load_state(self.hub.sessions, channel, inbox, key)
 
@@ -260,7 +265,7 @@ class Hub:
     async def stop(self, grace: float = 10.0) -> None:
         """Let workers finish the entry in hand; what is cut short stays pending in Redis."""
         if hasattr(self, "scheduler"):
-            self.scheduler.stop()
+            await self.scheduler.stop(grace)
         for consumer in self.consumers:
             consumer.stop()
         workers = [t for t in self.tasks if t.get_name() != "fanout"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
 from aiohttp import web
@@ -15,12 +16,16 @@ from hub import (
     broadcasts_api,
     clients_api,
     events_api,
+    forwarded,
     inbox_api,
     metrics,
     openapi,
+    roles,
+    team_api,
     ui,
 )
 from hub.bus import DEAD_STREAM, inbound_stream, outbound_stream
+from hub.forwarded import client_address, parse_networks
 from hub.outbound import GROUP as DISPATCH_GROUP
 from hub.router import GROUP as ROUTER_GROUP
 from hub.state import HUB, Hub
@@ -36,7 +41,7 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             "%s %s %s %d %.3fs",
-            request.remote,
+            client_address(request),
             request.method,
             request.path,
             response.status,
@@ -59,6 +64,24 @@ async def errors(request: web.Request, handler: auth.Handler) -> web.StreamRespo
 async def healthz(request: web.Request) -> web.Response:
     state = await request.app[HUB].health()
     return web.json_response(state, status=200 if state["ok"] else 503)
+
+
+@web.middleware
+async def guard_metrics(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+    """/metrics on the main address answers only its bearer token (HUB_METRICS_TOKEN); with
+    none set it is off there. The figures name channels, volumes and queues: not for anyone."""
+    if request.path != "/metrics":
+        return await handler(request)
+    token = request.app[HUB].settings.hub_metrics_token
+    if token is None:
+        raise web.HTTPNotFound(text="metrics are off on this address (docs/security.md)")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise web.HTTPUnauthorized(
+            text="a bearer token is needed", headers={"WWW-Authenticate": 'Bearer realm="metrics"'}
+        )
+    return await handler(request)
 
 
 async def metrics_view(request: web.Request) -> web.Response:
@@ -106,9 +129,22 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
+def metrics_app(hub: Hub) -> web.Application:
+    """/metrics alone, without a token: for HUB_METRICS_LISTEN, an address of its own."""
+    app = web.Application()
+    app[HUB] = hub
+    app.router.add_get("/metrics", metrics_view)
+    return app
+
+
 def create_app(hub: Hub) -> web.Application:
     app = web.Application(
-        middlewares=[errors, auth.require_staff(lambda r: r.app[HUB].redis)],
+        middlewares=[
+            forwarded.middleware(parse_networks(hub.settings.hub_trusted_proxies)),
+            errors,
+            guard_metrics,
+            auth.require_staff(lambda r: r.app[HUB].redis, roles.load_active),
+        ],
         client_max_size=1024 * 1024,
     )
     app[HUB] = hub
@@ -121,6 +157,7 @@ def create_app(hub: Hub) -> web.Application:
     app.add_routes(inbox_api.routes)
     app.add_routes(broadcasts_api.routes)
     app.add_routes(analytics_api.routes)
+    app.add_routes(team_api.routes)
     events_api.setup(app)
     app.add_routes(openapi.routes)
     ui.setup(app)

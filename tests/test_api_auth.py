@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from pydantic import SecretStr
+
 from channels.base import ChannelStatus
 from tests.support import RunningHub, client_session, eventually, login, next_frame, status_of
 from tests.test_webchat import add_owner
+
+METRICS_TOKEN = "metrics-token-of-the-tests"
+PROMETHEUS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 async def test_wrong_password_is_refused_and_api_needs_a_session(hub: RunningHub) -> None:
@@ -59,6 +64,7 @@ async def test_bad_requests_are_4xx(hub: RunningHub) -> None:
 
 
 async def test_health_and_metrics(hub: RunningHub) -> None:
+    hub.hub.settings.hub_metrics_token = SecretStr(METRICS_TOKEN)
     async with client_session() as anyone:
         async with anyone.get(f"{hub.base_url}/healthz") as response:
             assert response.status == 200
@@ -76,7 +82,7 @@ async def test_health_and_metrics(hub: RunningHub) -> None:
         await ws.close()
 
         async def counted() -> str:
-            async with anyone.get(f"{hub.base_url}/metrics") as response:
+            async with anyone.get(f"{hub.base_url}/metrics", headers=PROMETHEUS) as response:
                 body = await response.text()
             return body if 'hub_pipeline_latency_seconds_count{channel="webchat"}' in body else ""
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import aiohttp
+from pydantic import SecretStr
 from sqlmodel import col, select
 
 from bots import tokens
@@ -17,6 +18,7 @@ from hub.config import Settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.salon import RULES, build_salon, kyiv
 from tests.support import RunningHub, client_session, eventually, login, next_frame, start_hub
+from tests.test_api_auth import METRICS_TOKEN, PROMETHEUS
 from tests.test_webchat import add_owner
 
 NOW = kyiv("2027-03-01 09:00")  # a Monday
@@ -117,7 +119,8 @@ async def test_hand_off_silence_and_give_back(settings, redis) -> None:
                 b for b in bodies if b["type"] == "conversation"
             ).items()
 
-            async with staff.get(f"{running.base_url}/metrics") as r:
+            running.hub.settings.hub_metrics_token = SecretStr(METRICS_TOKEN)
+            async with staff.get(f"{running.base_url}/metrics", headers=PROMETHEUS) as r:
                 exposition = await r.text()
             handoffs = next(
                 line

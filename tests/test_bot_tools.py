@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlmodel import select
 
 from bots.tools import ToolContext, Tools
@@ -67,7 +69,7 @@ async def booked_for(sessions, salon: Salon, client_id: int, when: str) -> int:
 
 
 async def test_specs_are_openai_functions_without_noise(sessions) -> None:
-    specs = Tools(sessions, clock=lambda: NOW).specs()
+    specs = Tools(sessions, clock=lambda: NOW).for_model().specs()
     names = [s["function"]["name"] for s in specs]
     assert names == [
         "list_services",
@@ -154,8 +156,7 @@ async def test_a_typed_phone_of_another_card_is_a_claim_for_staff_not_a_link(ses
     tools, ctx = Tools(sessions, clock=lambda: NOW), ToolContext(conversation, "uk")
 
     result = await tools.call("update_contact", {"name": "Оксана", "phone": "067 123 45 67"}, ctx)
-    assert result.ok and result.data["staff_will_check_phone"] is True
-    assert result.data["phone"] is None and result.data["name"] == "Оксана"
+    assert result.ok and result.data == {"name": "Оксана", "phone": "+380671234567"}
     listed = await tools.call("my_appointments", {}, ctx)
     assert listed.data["appointments"] == []
     async with sessions() as session:
@@ -181,6 +182,64 @@ async def test_a_typed_phone_of_another_card_is_a_claim_for_staff_not_a_link(ses
         "name": "Visitor 2",
         "phone": "+380509998877",
     }
+
+
+async def test_update_contact_answers_the_same_whether_the_number_is_known(sessions) -> None:
+    """What the model (or the offline brain) hears back must not tell a stranger whether a
+    number is a client's: the same bytes for a number on a card and for a new one, then and
+    when booking afterwards (no "the client has no phone" that asks for it again)."""
+    salon = await build_salon(sessions)  # its client Oksana has +380671234567
+    tools = Tools(sessions, clock=lambda: NOW)
+    said = {"name": "Оксана", "phone": "067 123 45 67"}
+
+    async def stranger_gives_the_number(chat: str) -> tuple[str, bool, int]:
+        conversation, client = await chat_of_a_stranger(sessions, chat)
+        ctx = ToolContext(conversation, "uk")
+        answer = await tools.call("update_contact", said, ctx)
+        start = "2027-03-02T15:00"
+        booked = await tools.call(
+            "book", {"service_id": salon.manicure, "master_id": salon.olena, "start": start}, ctx
+        )
+        assert booked.ok
+        # The next stranger finds the same free time: this booking is not theirs to see.
+        await tools.call("cancel", {"appointment_id": booked.data["booked"]["id"]}, ctx)
+        return answer.to_json(), booked.data["client_has_phone"], client
+
+    known_answer, known_phone, known_client = await stranger_gives_the_number("v-known")
+    async with transaction(sessions) as session:  # the number leaves the salon's records
+        card = await session.get(Client, salon.client)
+        assert card is not None
+        card.phone = "+380930000000"
+        session.add(card)
+    new_answer, new_phone, new_client = await stranger_gives_the_number("v-new")
+
+    assert known_answer == new_answer == '{"ok": true, "name": "Оксана", "phone": "+380671234567"}'
+    assert known_phone is new_phone is True
+    async with sessions() as session:
+        first = await session.get(Client, known_client)
+        second = await session.get(Client, new_client)
+    assert first is not None and first.phone is None  # a claim for staff, not a link
+    assert second is not None and second.phone == "+380671234567"
+
+
+async def test_the_model_cannot_call_a_tool_it_is_not_shown(sessions) -> None:
+    """The offline brain's own tools are refused to the model as if they did not exist."""
+    salon = await build_salon(sessions)
+    conversation, stranger = await chat_of_a_stranger(sessions)
+    await booked_for(sessions, salon, stranger, "2027-03-04 11:00")
+    tools, ctx = Tools(sessions, clock=lambda: NOW), ToolContext(conversation, "en")
+    model = tools.for_model()
+
+    hidden = await model.call("reminded_appointment", {}, ctx)
+    nowhere = await model.call("teleport", {}, ctx)
+    assert hidden.to_json() == nowhere.to_json().replace("teleport", "reminded_appointment")
+    assert hidden.to_json() == '{"ok": false, "error": "unknown tool \'reminded_appointment\'"}'
+    assert "reminded_appointment" not in json.dumps(model.specs())
+    # The offline brain's surface still has it.
+    assert (await tools.call("reminded_appointment", {}, ctx)).ok
+    # What the model may call runs as before.
+    mine = await model.call("my_appointments", {}, ctx)
+    assert mine.ok and len(mine.data["appointments"]) == 1
 
 
 async def test_find_slots_keeps_to_the_client_window_and_the_times_asked(sessions) -> None:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, formatdate, make_msgid
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from pydantic import SecretStr
@@ -24,8 +28,11 @@ from channels.email import (
     from_settings,
     our_message_id,
 )
-from channels.email_imap import ImapConfig, ImapError, ImapMailbox
+from channels.email_imap import RECONNECT_MAX_S, ImapConfig, ImapError, ImapMailbox
+from channels.email_parse import parse_mail
 from crm_store.models import Client, Conversation, Message
+from crm_store.timeutil import as_utc
+from hub.bus import NotReplayable
 from hub.messages import Author, DeliveryStatus, InboundMessage, OutboundMessage, QuickReply, utcnow
 from hub.replies import send_reply
 from tests.fakes.mail_servers import (
@@ -38,12 +45,13 @@ from tests.fakes.mail_servers import (
     make_certificate,
     server_context,
 )
-from tests.support import RunningHub, eventually, rows, start_hub, stored_in
+from tests.support import FakeTime, RunningHub, eventually, rows, start_hub, stored_in
 
 ADDRESS = "hello@salon.example"
 PASSWORD = "imap-secret-5d1f"  # a test password: the logs must never show it
 CLIENT = "olena.k@gmail.example"
 MAIL = Path(__file__).parent / "fixtures" / "mail"
+KYIV = ZoneInfo("Europe/Kyiv")
 DSN_TEXT = (
     "This is the mail system at host mx.salon.example.\n\n"
     "I'm sorry to have to inform you that your message could not\n"
@@ -60,6 +68,7 @@ class MemoryContext:
         self.published: list[InboundMessage] = []
         self.reports: list[DeliveryStatus] = []
         self.state: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.aside: list[dict[str, Any]] = []
 
     async def publish(self, msg: InboundMessage) -> None:
         self.published.append(msg)
@@ -69,6 +78,11 @@ class MemoryContext:
 
     async def load_state(self, channel: str, inbox: str, key: str) -> dict[str, Any] | None:
         return self.state.get((channel, inbox, key))
+
+    async def set_aside(
+        self, channel: str, inbox: str, reason: str, details: dict[str, Any]
+    ) -> None:
+        self.aside.append({"channel": channel, "inbox": inbox, "reason": reason, **details})
 
     async def save_state(self, channel: str, inbox: str, key: str, value: dict[str, Any]) -> None:
         self.state[(channel, inbox, key)] = value
@@ -83,6 +97,7 @@ def client_mail(
     sender: str = CLIENT,
     subject: str = "Запис на манікюр",
     reply_to: str | None = None,
+    date: str | None = None,
     **headers: str,
 ) -> bytes:
     mail = EmailMessage()
@@ -97,7 +112,10 @@ def client_mail(
     for name, value in headers.items():
         mail[name.replace("_", "-")] = value
     mail.set_content(text)
-    return mail.as_bytes()
+    raw = mail.as_bytes()
+    if date is not None:  # as written, where EmailMessage would rewrite a zone-less one
+        raw = re.sub(rb"(?m)^Date: [^\r\n]*", b"Date: " + date.encode(), raw, count=1)
+    return raw
 
 
 def imap_config(server: ImapServer, **kw: Any) -> ImapConfig:
@@ -138,6 +156,7 @@ def channel_for(
         imap=imap_cfg,
         smtp=kw.pop("smtp_config", None) or smtp_config(smtp),
         poll_interval=kw.pop("poll_interval", 0.05),
+        zone=kw.pop("zone", KYIV),
     )
     return EmailChannel(ctx, "main", config, **kw)
 
@@ -437,7 +456,7 @@ async def test_a_dead_server_is_an_error_status_and_retried() -> None:
             stop.set()
             await asyncio.Event().wait()  # parked until the channel stops
 
-    channel = channel_for(MemoryContext(), None, None, sleep=sleep)
+    channel = channel_for(MemoryContext(), None, None, sleep=sleep, jitter=lambda: 0.0)
     await channel.start()
     try:
         await asyncio.wait_for(stop.wait(), 10)
@@ -447,6 +466,173 @@ async def test_a_dead_server_is_an_error_status_and_retried() -> None:
         assert status.until is not None
     finally:
         await channel.stop()
+
+
+# One mail never stops the mailbox ---------------------------------------------------------
+
+
+def set_aside(ctx: MemoryContext, folder: str = "INBOX") -> list[dict[str, Any]]:
+    return [entry for entry in ctx.aside if entry["folder"] == folder]
+
+
+async def test_a_date_without_a_zone_does_not_stall_the_mailbox() -> None:
+    # Issue 18: "-0000" (what email.utils.formatdate() writes) gave a time without a zone;
+    # comparing it with the client's earlier mail raised, and the cursor never moved on.
+    ctx = MemoryContext()
+    # A thread as an older version left it after such a mail: its time has no zone.
+    ctx.state[("email", "main", f"thread:{CLIENT}")] = {
+        "subject": "Запис",
+        "last_id": "<old@mail.gmail.example>",
+        "references": [],
+        "at": "2026-11-30T09:15:00",
+    }
+    async with ImapServer(ADDRESS, PASSWORD) as server:
+        await server.deliver(client_mail("Перший"))
+        await server.deliver(client_mail("Другий", date=formatdate()))
+        await server.deliver(client_mail("Третій", date="Mon, 30 Nov 2026 14:20:00"))
+        await server.deliver(client_mail("Четвертий"))
+        channel = channel_for(ctx, server, None)
+        async with ImapMailbox(channel.config.imap) as box:
+            assert await took(channel, box) == 4
+    first, second, third, fourth = ctx.published
+    assert [m.text for m in ctx.published] == ["Перший", "Другий", "Третій", "Четвертий"]
+    assert abs(second.sent_at - first.sent_at) < timedelta(minutes=1)  # -0000 is UTC
+    assert third.sent_at == datetime(2026, 11, 30, 12, 20, tzinfo=UTC)  # the salon's 14:20
+    thread = ctx.state[("email", "main", f"thread:{CLIENT}")]
+    assert thread["last_id"] == fourth.provider_message_id  # the newest, the older one passed
+    assert datetime.fromisoformat(thread["at"]).utcoffset() is not None
+
+
+async def test_a_message_deleted_before_it_is_read_is_recorded_and_passed() -> None:
+    ctx = MemoryContext()
+    async with ImapServer(ADDRESS, PASSWORD) as server:
+        await server.deliver(client_mail("Перший"))
+        gone = await server.deliver(client_mail("Видалений"))
+        await server.deliver(client_mail("Третій"))
+
+        class OwnerDeletes(ImapMailbox):
+            """The owner's phone deletes a message between our listing and our FETCH."""
+
+            async def fetch(
+                self, uid: int, section: str = "", partial: int | None = None
+            ) -> bytes | None:
+                if uid == gone:
+                    await server.expunge(uid)
+                return await super().fetch(uid, section, partial)
+
+        channel = channel_for(ctx, server, None)
+        async with OwnerDeletes(channel.config.imap) as box:
+            assert await took(channel, box) == 3
+            validity = box.uidvalidity
+    assert [m.text for m in ctx.published] == ["Перший", "Третій"]
+    (record,) = set_aside(ctx)
+    assert (record["uidvalidity"], record["uid"]) == (validity, gone)
+    assert record["reason"].startswith("the server returned nothing for it")
+    assert ctx.state[("email", "main", "cursor:INBOX")]["last_uid"] == gone + 1
+
+
+async def test_a_message_the_server_cannot_give_is_set_aside_after_a_few_tries() -> None:
+    ctx = MemoryContext()
+    time = FakeTime()
+    async with ImapServer(ADDRESS, PASSWORD) as server:
+        await server.deliver(client_mail("Перший"))
+        broken = await server.deliver(client_mail("Пошкоджений"))
+        await server.deliver(client_mail("Третій"))
+        server.faults.broken_uids.add(broken)  # Gmail: "Some messages could not be FETCHed"
+        channel = channel_for(ctx, server, None, sleep=time.sleep, clock=time.clock)
+        await channel.start()
+        try:
+            await eventually(lambda: _count(ctx.published, 2))
+            assert channel.status().state == "ok"
+        finally:
+            await channel.stop()
+        logins = server.logins - 3  # the deliveries' own
+    assert [m.text for m in ctx.published] == ["Перший", "Третій"]
+    (record,) = set_aside(ctx)
+    assert record["uid"] == broken
+    assert record["reason"] == (
+        f"the server failed to give it {email_channel.MAX_FETCH_TRIES} times: "
+        f"UID FETCH {broken} refused: Some messages could not be FETCHed (Failure)"
+    )
+    # Each failure was a new session after a pause; the third set it aside.
+    assert logins == email_channel.MAX_FETCH_TRIES == len(time.sleeps) + 1
+
+
+async def test_sessions_that_fail_right_after_login_back_off_instead_of_hammering() -> None:
+    # Issue 18: an error after login retried every second (23 logins in 23 s on Dovecot).
+    time = FakeTime()
+    start = time.now
+    parked = asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        await time.sleep(seconds)
+        if time.now - start >= 600 or len(time.sleeps) >= 40:
+            parked.set()
+            await asyncio.Event().wait()  # until the channel stops
+
+    async with ImapServer(ADDRESS, PASSWORD) as server:
+        server.faults.every_fetch = True  # login and SELECT work, then the first FETCH fails
+        channel = channel_for(
+            MemoryContext(),
+            server,
+            None,
+            sleep=sleep,
+            clock=time.clock,
+            jitter=random.Random(18).random,
+        )
+        await channel.start()
+        try:
+            await asyncio.wait_for(parked.wait(), 30)
+            logins = server.logins
+            status = channel.status()
+        finally:
+            await channel.stop()
+    assert status.state == "error" and "SERVERBUG" in status.reason
+    # Ten minutes of a broken server: about a dozen logins, not one a second.
+    assert logins == len(time.sleeps) <= 12
+    for n, delay in enumerate(time.sleeps):
+        ceiling = min(RECONNECT_MAX_S, 2.0**n)
+        assert ceiling / 2 <= delay <= ceiling  # doubling, less a random part of up to half
+
+
+async def test_the_backoff_starts_again_only_after_a_session_stayed_healthy() -> None:
+    time = FakeTime()
+    parked = asyncio.Event()
+    async with ImapServer(ADDRESS, PASSWORD, idle=False) as server:
+        server.faults.every_fetch = True
+        # After the nth sleep of the channel: the server heals, breaks, or the test ends.
+        script = {3: "heal", 9: "break", 10: "heal", 11: "break", 12: "park"}
+
+        async def sleep(seconds: float) -> None:
+            await time.sleep(seconds)
+            action = script.get(len(time.sleeps) - 1)
+            if action in ("heal", "break"):
+                server.faults.every_fetch = action == "break"
+            elif action == "park":
+                parked.set()
+                await asyncio.Event().wait()
+
+        channel = channel_for(
+            MemoryContext(),
+            server,
+            None,
+            poll_interval=60.0,
+            sleep=sleep,
+            clock=time.clock,
+            jitter=lambda: 0.0,
+        )
+        await channel.start()
+        try:
+            await asyncio.wait_for(parked.wait(), 30)
+        finally:
+            await channel.stop()
+    assert time.sleeps == [
+        *(1.0, 2.0, 4.0, 8.0),  # failing sessions: doubling
+        *[60.0] * 6,  # six minutes of polling: a healthy session
+        1.0,  # it failed: starting again from one second
+        60.0,  # one minute only
+        2.0,  # not healthy long enough: doubling goes on
+    ]
 
 
 async def took(channel: EmailChannel, box: ImapMailbox) -> int:
@@ -660,3 +846,104 @@ async def test_two_hub_processes_read_the_mailbox_once(settings: Any, redis: Any
         finally:
             await second.stop()
             await first.stop()
+
+
+# Careless mail through a running hub -------------------------------------------------------
+
+# Good mail interleaved with mail as careless senders write it (see tests/fixtures/mail/):
+# the same clients write twice, so a zone-less date meets the client's earlier thread.
+CORPUS_ORDER = (
+    "02_alternative_uk.eml",
+    "22_date_minus_zero.eml",  # the same client, "-0000"
+    "01_plain_en.eml",
+    "25_obsolete_zone.eml",  # EST
+    "04_koi8u.eml",
+    "23_no_date.eml",
+    "05_cp1251_base64.eml",
+    "24_garbage_date.eml",
+    "13_iphone_uk.eml",
+    "26_no_zone.eml",
+    "03_html_only.eml",
+    "27_wrong_charset.eml",
+    "12_outlook_reply_ru.eml",
+    "28_broken_boundary.eml",
+    "14_iphone_ru.eml",
+    "29_no_from.eml",  # Return-Path only: salvaged
+    "30_no_sender.eml",  # nobody to answer: set aside
+    "15_forwarded.eml",
+    "31_unfolded_boundary.eml",
+)
+LONG_ADDRESS = f"olga@{'a' * 60}.{'b' * 60}.{'c' * 60}.example"  # 196 characters, valid
+
+
+def written_here() -> list[tuple[str, bytes]]:
+    """Careless mail that is easier written than kept as a file."""
+    nul = (
+        b"From: =?utf-8?q?=D0=9C=D0=B0=D1=80=D0=BA=D0=BE?= <marko@x.example>\r\n"
+        b"Subject: =?utf-8?q?=D0=A6=D1=96=D0=BD=D0=B0=00?=\r\nMessage-ID: <nul-1@x.example>\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
+        b"\r\n\r\n=D0=A1=D0=BA=D1=96=D0=BB=D1=8C=D0=BA=D0=B8?=00\r\n"
+    )
+    long_sender = client_mail("Лист з довгої адреси", sender=LONG_ADDRESS)
+    huge = (
+        b"From: Huge <huge@x.example>\r\nSubject: "
+        + b" ".join(b"=?utf-8?q?slow?=" for _ in range(2_500))
+        + b"\r\nMessage-ID: <huge-1@x.example>\r\n\r\nA subject of 42 KB.\r\n"
+    )
+    return [("nul", nul), ("long sender", long_sender), ("huge header", huge)]
+
+
+async def test_careless_mail_is_stored_once_in_order_and_reading_goes_on(
+    settings: Any, redis: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    del redis
+    caplog.set_level(logging.DEBUG, logger="channels")
+    mails = [(name, (MAIL / name).read_bytes()) for name in CORPUS_ORDER] + written_here()
+    expected = [parse_mail(raw).message_id for name, raw in mails if name != "30_no_sender.eml"]
+    uids: dict[str, int] = {}
+    before = datetime.now(UTC)
+    async with ImapServer(ADDRESS, PASSWORD) as imap, SmtpServer() as smtp:
+        half = len(mails) // 2
+        names = [name for name, _ in mails]
+        # Half waits before the hub starts (the first sync), half comes later (IDLE).
+        raws = [raw for _, raw in mails]
+        uids.update(zip(names[:half], await imap.deliver_all(raws[:half]), strict=True))
+        # One shard: the store keeps the order the channel published in.
+        config = await email_settings(settings, imap, smtp, hub_bot="off", hub_inbound_shards=1)
+        running = await start_hub(config)
+        try:
+            uids.update(zip(names[half:], await imap.deliver_all(raws[half:]), strict=True))
+
+            async def stored() -> list[Message]:
+                found = await rows(running, Message, Message.direction == "in")
+                return found if len(found) >= len(expected) else []
+
+            found = await eventually(stored, timeout=30)
+            assert [m.provider_message_id for m in found] == expected  # once each, in order
+            await imap.deliver(client_mail("А ще питання: чи є парковка?"))
+            await stored_in(running, "А ще питання: чи є парковка?")  # reading goes on
+            assert running.hub.channels["email"].status().state == "ok"
+            (dead,) = await running.hub.bus.dead_letters()
+            with pytest.raises(NotReplayable):
+                await running.hub.bus.replay(dead["id"])
+        finally:
+            await running.stop()
+    assert dead["stream"] == "set-aside:email/main"
+    record = {**dead["fields"], "reason": dead["error"]}
+    assert record["uid"] == uids["30_no_sender.eml"]
+    assert record["message_id"] == "<import-0001@migration.invalid>"
+    assert record["reason"] == "no sender address (no From, Sender, Reply-To or Return-Path)"
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("channels"))
+    assert f"message {record['uid']} set aside: no sender address" in ours
+    assert "Перевірка" not in ours and "import-0001" not in ours  # never the mail itself
+    by_file = dict(zip([n for n, _ in mails if n != "30_no_sender.eml"], found, strict=True))
+    sent = {name: as_utc(m.sent_at) for name, m in by_file.items()}
+    assert sent["22_date_minus_zero.eml"] == datetime(2026, 11, 30, 9, 15, tzinfo=UTC)
+    assert sent["26_no_zone.eml"] == datetime(2026, 11, 30, 12, 20, tzinfo=UTC)  # Kyiv
+    assert sent["25_obsolete_zone.eml"] == datetime(2026, 11, 30, 12, 55, tzinfo=UTC)
+    for name in ("23_no_date.eml", "24_garbage_date.eml"):  # the time the server took it
+        assert before - timedelta(minutes=1) <= sent[name] <= datetime.now(UTC)
+    assert by_file["27_wrong_charset.eml"].text == "Скільки коштує нарощування вій?\nДякую, Ірина"
+    assert by_file["28_broken_boundary.eml"].text.startswith("Добрый день!\nПодтверждаю")
+    assert by_file["nul"].text == "Скільки?"
+    assert by_file["long sender"].text == "Лист з довгої адреси"

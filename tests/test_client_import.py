@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
-from collections.abc import Callable
+import os
+import struct
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
+from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 import openpyxl
@@ -18,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from crm_store import client_import
+from crm_store import client_import, import_source
 from crm_store.client_import import (
     ClientImportError,
     SourceTable,
@@ -26,10 +33,17 @@ from crm_store.client_import import (
     load_clients_file,
     parse_visit,
     run_import,
-    sniff_delimiter,
     split_tags,
 )
 from crm_store.db import create_engine, is_sqlite, transaction
+from crm_store.import_csv import sniff_delimiter
+from crm_store.import_source import (
+    MAX_CELL_CHARS,
+    MAX_FILE_BYTES,
+    MAX_ROW_CHARS,
+    MAX_ROWS,
+    MAX_XLSX_PART_BYTES,
+)
 from crm_store.models import AuditEntry, Client
 from crm_store.timeutil import aware
 from hub.cli import main
@@ -607,6 +621,337 @@ async def _failing_trigger(db: str, *, create: bool) -> None:
                 await conn.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+# Files past a bound ------------------------------------------------------------------------
+#
+# Built here, small on disk: a CSV of 65 MB is a sparse file, a part of an .xlsx that unpacks
+# to 70 MB is 300 KB of zip. openpyxl writes what it can; the rest is XML by hand.
+
+MB = 1024 * 1024
+Part = bytes | Callable[[IO[bytes]], None]  # a part's bytes, or what writes them
+SHEET_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+STRINGS = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+
+
+def inline(ref: str, text: str) -> str:
+    return f'<c r="{ref}" t="inlineStr"><is><t>{escape(text)}</t></is></c>'
+
+
+def sheet_xml(*rows: str) -> bytes:
+    header = inline("A1", "Name") + inline("B1", "Phone") + inline("C1", "Notes")
+    body = f'<row r="1">{header}</row>' + "".join(rows)
+    return f'<worksheet xmlns="{SHEET_NS}"><sheetData>{body}</sheetData></worksheet>'.encode()
+
+
+def client_row(number: int, *cells: str) -> str:
+    name, phone = inline(f"A{number}", "Олена"), inline(f"B{number}", "0671234567")
+    return f'<row r="{number}">{name}{phone}{"".join(cells)}</row>'
+
+
+def huge(head: str, size: int, tail: str) -> Callable[[IO[bytes]], None]:
+    """A part of `size` letters between `head` and `tail`, written a megabyte at a time."""
+
+    def write(out: IO[bytes]) -> None:
+        out.write(head.encode())
+        for start in range(0, size, MB):
+            out.write(b"A" * min(MB, size - start))
+        out.write(tail.encode())
+
+    return write
+
+
+def workbook(target: Path | IO[bytes], parts: Mapping[str, Part]) -> None:
+    """A workbook openpyxl writes (a header and one client), with `parts` put in or over it."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Name", "Phone", "Notes"])
+    sheet.append(["Олена", "0671234567", "перший візит"])
+    base = io.BytesIO()
+    book.save(base)
+    with (
+        zipfile.ZipFile(base) as source,
+        zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out,
+    ):
+        names = source.namelist()
+        for name in [*names, *(n for n in parts if n not in names)]:
+            part = parts[name] if name in parts else source.read(name)
+            if name == "[Content_Types].xml" and "xl/sharedStrings.xml" in parts:
+                override = f'<Override PartName="/xl/sharedStrings.xml" ContentType="{STRINGS}"/>'
+                part = source.read(name).replace(b"</Types>", override.encode() + b"</Types>")
+            with out.open(name, "w") as stream:
+                if callable(part):
+                    part(stream)
+                else:
+                    stream.write(part)
+
+
+@functools.cache
+def strings_bomb() -> bytes:
+    """A workbook of 300 KB whose one shared string, a client's notes, unpacks to 70 MB."""
+    out = io.BytesIO()
+    strings = huge(f'<sst xmlns="{SHEET_NS}"><si><t>', 70 * MB, "</t></si></sst>")
+    sheet = sheet_xml(client_row(2, '<c r="C2" t="s"><v>0</v></c>'))
+    workbook(out, {"xl/sharedStrings.xml": strings, "xl/worksheets/sheet1.xml": sheet})
+    return out.getvalue()
+
+
+def declaring(data: bytes, part: str, size: int) -> bytes:
+    """The zip with `part`'s unpacked size in its central directory said to be `size`: a lie
+    that makes the part look small."""
+    entry = data.rindex(part.encode()) - 46  # the central directory comes last
+    assert data[entry : entry + 4] == b"PK\x01\x02"
+    patched = bytearray(data)
+    struct.pack_into("<I", patched, entry + 24, size)
+    return bytes(patched)
+
+
+def _sparse_csv(path: Path) -> None:
+    path.write_text("Name,Phone\nОлена,0671234567\n", encoding="utf-8")
+    with path.open("r+b") as stream:
+        stream.truncate(MAX_FILE_BYTES + MB)
+
+
+def _long_row(path: Path) -> None:
+    # Short fields, many of them: no cell is too long, the row is.
+    row = "Олена,0671234567" + ",x" * (MAX_ROW_CHARS // 2)
+    path.write_text(f"Name,Phone\n{row}\n", encoding="utf-8")
+
+
+def _long_csv_cell(path: Path) -> None:
+    note = "x" * (MAX_CELL_CHARS + 1)
+    path.write_text(f'Name,Phone,Notes\nОлена,0671234567,"{note}"\n', encoding="utf-8")
+
+
+def _wide_csv(path: Path) -> None:
+    header = ["Name", "Phone", *(f"Field {n}" for n in range(3, 301))]
+    path.write_text(",".join(header) + "\nОлена,0671234567\n", encoding="utf-8")
+
+
+def _long_csv(path: Path) -> None:
+    # A client on row 100,002, after a header and empty lines.
+    path.write_text("Name,Phone\n" + "\n" * MAX_ROWS + "Олена,0671234567\n", encoding="utf-8")
+
+
+def _many_cells(path: Path) -> None:
+    rows = [f"Клієнт {n},067{n:07d},{n}" for n in range(8)]
+    path.write_text("Name,Phone,Notes\n" + "\n".join(rows) + "\n", encoding="utf-8")
+
+
+def _long_inline_cell(path: Path) -> None:
+    # openpyxl cuts a longer text to Excel's 32,767 characters when it writes one.
+    note = inline("C2", "x" * (MAX_CELL_CHARS + 1))
+    workbook(path, {"xl/worksheets/sheet1.xml": sheet_xml(client_row(2, note))})
+
+
+def _long_shared_string(path: Path) -> None:
+    strings = f'<sst xmlns="{SHEET_NS}"><si><t>{"x" * (MAX_CELL_CHARS + 1)}</t></si></sst>'
+    sheet = sheet_xml(client_row(2, '<c r="C2" t="s"><v>0</v></c>'))
+    workbook(path, {"xl/sharedStrings.xml": strings.encode(), "xl/worksheets/sheet1.xml": sheet})
+
+
+def _long_tag(path: Path) -> None:
+    # A tag of 4 MB (a cell type nobody knows): expat reads a tag again with every piece.
+    head = f'<worksheet xmlns="{SHEET_NS}"><sheetData><row r="2"><c r="C2" t="'
+    tail = '"><v>1</v></c></row></sheetData></worksheet>'
+    workbook(path, {"xl/worksheets/sheet1.xml": huge(head, 4 * MB, tail)})
+
+
+def _last_column(path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Name", "Phone"])
+    sheet.append(["Олена", "0671234567"])
+    sheet.cell(row=2, column=16_384, value="XFD is the last column there is")
+    book.save(path)
+
+
+def _row_past_the_last(path: Path) -> None:
+    book = openpyxl.Workbook()
+    sheet = book.active
+    assert sheet is not None
+    sheet.append(["Name", "Phone"])
+    sheet.cell(row=MAX_ROWS + 1, column=1, value="Олена")
+    sheet.cell(row=MAX_ROWS + 1, column=2, value="0671234567")
+    book.save(path)
+
+
+def _strings_bomb(path: Path) -> None:
+    path.write_bytes(strings_bomb())
+
+
+def _bloated_styles(path: Path) -> None:
+    # Every style a format, as years of copy and paste leave it; here a million bytes' worth.
+    xfs = "<xf/>" * (MAX_XLSX_PART_BYTES // 5 + 1)
+    styles = f'<styleSheet xmlns="{SHEET_NS}"><cellXfs>{xfs}</cellXfs></styleSheet>'
+    workbook(path, {"xl/styles.xml": styles.encode()})
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("clients.csv", _sparse_csv, "the file is 65 MB; a file may be at most 64 MB"),
+        ("clients.csv", _long_row, "row 2 is longer than 100,000 characters"),
+        (
+            "clients.csv",
+            _long_csv_cell,
+            "the cell in row 2, column C holds more than 32,767 characters",
+        ),
+        (
+            "clients.csv",
+            _wide_csv,
+            "row 1 has a value in column KN (300); a file may have at most 256 columns",
+        ),
+        (
+            "clients.csv",
+            _long_csv,
+            "row 100,002 has data; a file may have at most 100,000 rows",
+        ),
+        ("clients.csv", _many_cells, "more than 20 cells by row 7; a file may have at most 20"),
+        (
+            "clients.xlsx",
+            _long_inline_cell,
+            "the cell in row 2, column C holds more than 32,767 characters",
+        ),
+        (
+            "clients.xlsx",
+            _long_shared_string,
+            "shared string 1 (a cell's text) has more than 32,767 characters",
+        ),
+        (
+            "clients.xlsx",
+            _long_tag,
+            "xl/worksheets/sheet1.xml has a tag or a text of more than 1 MB, the most one may "
+            "have",
+        ),
+        (
+            "clients.xlsx",
+            _last_column,
+            "row 2 has a value in column XFD (16,384); a file may have at most 256 columns",
+        ),
+        (
+            "clients.xlsx",
+            _row_past_the_last,
+            "row 100,001 has data; a file may have at most 100,000 rows",
+        ),
+        (
+            "clients.xlsx",
+            _strings_bomb,
+            "xl/sharedStrings.xml unpacks to 70.0 MB; a sheet and its shared strings may "
+            "unpack to at most 64 MB each",
+        ),
+        (
+            "clients.xlsx",
+            _bloated_styles,
+            "xl/styles.xml unpacks to 1.0 MB; a part other than a sheet and its shared "
+            "strings may unpack to at most 1 MB",
+        ),
+    ],
+    ids=[
+        "csv-file-size", "csv-row", "csv-cell", "csv-columns", "csv-rows", "csv-cells",
+        "xlsx-cell", "xlsx-shared-string", "xlsx-tag", "xlsx-columns", "xlsx-rows",
+        "xlsx-zip-bomb", "xlsx-styles",
+    ],
+)  # fmt: skip
+def test_a_file_past_a_bound_exits_2_names_the_bound_and_imports_nothing(
+    db: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    make: Callable[[Path], None],
+    message: str,
+) -> None:
+    if make is _many_cells:
+        monkeypatch.setattr(import_source, "MAX_CELLS", 20)  # four million would take seconds
+    add_cards(db, Client(name="Олена", phone="+380671234567"))
+    before = cards(db)
+    source = tmp_path / name
+    make(source)
+
+    assert run_cli(monkeypatch, db, tmp_path, source) == 2
+
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {name}: {message}") and err.count("\n") == 1, err
+    assert cards(db) == before
+    assert audit_entries(db) == []
+
+
+# The importer's memory on hostile files, measured in a process of its own: it runs the
+# command on each file in turn, and its peak resident memory must stay within MARGIN of what
+# a small, harmless file took. Before the bounds, four of them took 0.2 to 0.9 GB (and a
+# probe's 310 KB workbook 3.8 GB). An address-space limit makes a runaway fail here rather
+# than on the machine.
+MARGIN = 64 * MB
+ADDRESS_SPACE = 1024 * MB
+CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]),) * 2)
+from hub.cli import main
+for path in sys.argv[2:]:
+    code = main(["import", "clients", path])
+    print("run", code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+"""
+
+
+def test_hostile_files_are_refused_within_bounded_memory(tmp_path: Path) -> None:
+    harmless = tmp_path / "harmless.csv"  # read whole, and refused for its columns
+    harmless.write_text("Колір,Розмір\n" + "червоний,M\n" * 1_000, encoding="utf-8")
+    files = {
+        # A client's notes, a shared string, unpack to 70 MB (0.9 GB of memory before).
+        "bomb.xlsx": "xl/sharedStrings.xml unpacks to 70.0 MB",
+        # A cell of 60 MB in a sheet within its bound: refused after its first 32,767.
+        "cell.xlsx": "the cell in row 2, column C holds more than 32,767 characters",
+        # 5,000 rows with a value in the last column (each held 16,384 columns wide before).
+        "wide.xlsx": "row 2 has a value in column XFD (16,384)",
+        "styles.xlsx": "xl/styles.xml unpacks to 1.0 MB",
+        # Shared strings that say they unpack to 1 KB and unpack to 70 MB.
+        "lying.xlsx": "not a readable .xlsx file (Bad CRC-32 for file 'xl/sharedStrings.xml')",
+    }
+    (tmp_path / "bomb.xlsx").write_bytes(strings_bomb())
+    head = f'<worksheet xmlns="{SHEET_NS}"><sheetData><row r="2"><c r="C2" t="inlineStr"><is><t>'
+    cell = huge(head, 60 * 1000 * 1000, "</t></is></c></row></sheetData></worksheet>")
+    workbook(tmp_path / "cell.xlsx", {"xl/worksheets/sheet1.xml": cell})
+    wide = sheet_xml(*(client_row(n, inline(f"XFD{n}", "x")) for n in range(2, 5_002)))
+    workbook(tmp_path / "wide.xlsx", {"xl/worksheets/sheet1.xml": wide})
+    _bloated_styles(tmp_path / "styles.xlsx")
+    (tmp_path / "lying.xlsx").write_bytes(declaring(strings_bomb(), "xl/sharedStrings.xml", 1_000))
+    assert max((tmp_path / n).stat().st_size for n in files) < 400_000
+
+    env = os.environ | {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'never.sqlite3'}",  # refused before it
+        "HUB_DATA_DIR": str(tmp_path / "hub-data"),
+    }
+    paths = [str(harmless), *(str(tmp_path / n) for n in files)]
+    with (tmp_path / "out").open("w+") as out, (tmp_path / "err").open("w+") as err:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(ADDRESS_SPACE), *paths],
+            stdout=out,
+            stderr=err,
+            env=env,
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        runs = [tuple(map(int, line.split()[1:])) for line in out if line.startswith("run ")]
+        errors = err.read()
+
+    assert child.returncode == 0, errors
+    assert [code for code, _ in runs] == [2] * len(paths), errors
+    refusals = [line for line in errors.splitlines() if line.startswith("error: ")]
+    assert refusals[0].startswith("error: harmless.csv: found no phone or email column")
+    for refusal, (name, message) in zip(refusals[1:], files.items(), strict=True):
+        assert refusal.startswith(f"error: {name}: {message}"), refusal
+    harmless_kb = runs[0][1]
+    grown = {
+        name: f"{(kb - harmless_kb) // 1024} MB"
+        for name, (_, kb) in zip(files, runs[1:], strict=True)
+    }
+    assert (usage.ru_maxrss - harmless_kb) * 1024 < MARGIN, grown
+    assert not (tmp_path / "never.sqlite3").exists()  # no file got as far as the database
 
 
 # Progress ----------------------------------------------------------------------------------

@@ -4,8 +4,11 @@ bot and the inbox must see."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import format_datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -19,12 +22,13 @@ from channels.email_parse import (
     strip_reply,
     synthetic_id,
 )
+from channels.email_repair import MAX_HEADER_FIELD, mail_date
 
 MAIL = Path(__file__).parent / "fixtures" / "mail"
 OUR_ID = "<0123456789abcdef0123456789abcdef.hub@salon.example>"
 
 # file -> (sender, display name, subject, cleaned text)
-CORPUS: dict[str, tuple[str, str | None, str, str]] = {
+CORPUS: dict[str, tuple[str | None, str | None, str, str]] = {
     "01_plain_en.eml": (
         "anna.smith@example.com",
         "Anna Smith",
@@ -156,6 +160,62 @@ CORPUS: dict[str, tuple[str, str | None, str, str]] = {
         f"Message-ID: {OUR_ID}\nSubject: Re: Booking\n\nYour booking is confirmed.",
     ),
     "21_apple_mail_en.eml": ("kate@me.example", "Kate", "Re: Lashes", "Perfect, thank you"),
+    # Mail as careless senders write it: odd dates, wrong charsets, broken MIME, no From.
+    "22_date_minus_zero.eml": (
+        "olena.k@gmail.example",
+        None,
+        "Запит із сайту: манікюр",
+        "Ім'я: Олена\nПовідомлення: Чи можна записатися на манікюр у п'ятницю після 17:00?",
+    ),
+    "23_no_date.eml": (
+        "taras@i.example",
+        "Тарас",
+        "Перенесення запису",
+        "Добрий день! Чи можна перенести мій запис з п'ятниці на суботу?",
+    ),
+    "24_garbage_date.eml": (
+        "natalia@mail.example",
+        "Наталья",
+        "Вопрос по записи",
+        "Здравствуйте! Во сколько вы открываетесь в субботу?",
+    ),
+    "25_obsolete_zone.eml": (
+        "anna.smith@example.com",
+        "Anna Smith",
+        "One more question",
+        "Can I also book a pedicure for my daughter on Saturday?",
+    ),
+    "26_no_zone.eml": (
+        "sofia@icloud.example",
+        "Софія",
+        "Запис на неділю",
+        "Чи працюєте ви в неділю? Хочу записатися на брови.",
+    ),
+    "27_wrong_charset.eml": (
+        "iryna@ukr.example",
+        "Iryna",
+        "Ціни на нарощування",
+        "Скільки коштує нарощування вій?\nДякую, Ірина",
+    ),
+    "28_broken_boundary.eml": (
+        "sergey@corp.example",
+        "Сергей",
+        "Подтверждение записи",
+        "Добрый день!\nПодтверждаю запись на четверг, 18:00.",
+    ),
+    "29_no_from.eml": (
+        "dmitry@yandex.example",
+        None,
+        "Запись на маникюр",
+        "Можно записаться на маникюр завтра утром?",
+    ),
+    "30_no_sender.eml": (None, None, "Перевірка", "Перевірка перенесення пошти."),
+    "31_unfolded_boundary.eml": (
+        "petro@example.org",
+        "Petro",
+        "Скасування",
+        "Добрий вечір! Скасуйте, будь ласка, мій запис на вівторок.",
+    ),
 }
 ROBOTS = {
     "16_bounce_dsn.eml": "Auto-Submitted: auto-replied",
@@ -323,3 +383,118 @@ def test_odd_messages_never_fail() -> None:
     headless = parse_mail(b"just some bytes without headers")
     assert headless.sender is None
     assert parse_mail(b"").message_id.endswith("@no-message-id.invalid>")
+
+
+# Dates -------------------------------------------------------------------------------------
+
+KYIV = ZoneInfo("Europe/Kyiv")
+# file -> when it was written (None: no usable Date, the channel takes the time of receipt)
+CORPUS_DATES: dict[str, datetime | None] = {
+    "02_alternative_uk.eml": datetime(2026, 11, 30, 8, 1, 2, tzinfo=UTC),
+    "22_date_minus_zero.eml": datetime(2026, 11, 30, 9, 15, tzinfo=UTC),  # -0000 is UTC
+    "23_no_date.eml": None,
+    "24_garbage_date.eml": None,
+    "25_obsolete_zone.eml": datetime(2026, 11, 30, 12, 55, tzinfo=UTC),  # EST
+    "26_no_zone.eml": datetime(2026, 11, 30, 12, 20, tzinfo=UTC),  # 14:20 in Kyiv
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORPUS_DATES))
+def test_a_date_is_aware_or_absent(name: str) -> None:
+    sent_at = parse_mail((MAIL / name).read_bytes(), zone=KYIV).sent_at
+    assert sent_at == CORPUS_DATES[name]
+    assert sent_at is None or sent_at.utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (format_datetime(datetime(2026, 12, 1, 9, 0)), datetime(2026, 12, 1, 9, 0, tzinfo=UTC)),
+        ("Tue, 1 Dec 2026 09:00:00 -0000 (UTC)", datetime(2026, 12, 1, 9, 0, tzinfo=UTC)),
+        ("Tue, 1 Dec 2026 09:00:00 +0200", datetime(2026, 12, 1, 7, 0, tzinfo=UTC)),
+        ("Tue, 1 Dec 2026 09:00:00 GMT", datetime(2026, 12, 1, 9, 0, tzinfo=UTC)),
+        ("Tue, 1 Dec 2026 09:00:00 PST", datetime(2026, 12, 1, 17, 0, tzinfo=UTC)),
+        ("Tue, 1 Dec 2026 09:00:00 A", datetime(2026, 12, 1, 9, 0, tzinfo=UTC)),  # military
+        ("Tue, 1 Dec 2026 09:00:00", datetime(2026, 12, 1, 9, 0, tzinfo=KYIV)),
+        ("Tue, 1 Dec 2026 09:00:00 EET", datetime(2026, 12, 1, 9, 0, tzinfo=KYIV)),
+        ("1 Jul 2026 09:00", datetime(2026, 7, 1, 9, 0, tzinfo=KYIV)),  # summer time
+        ("Tue, 31 Feb 2026 09:00:00 +0000", None),
+        ("Tue, 1 Dec 2026 25:00:00 +0000", None),
+        ("Tue, 1 Dec 2026 09:00:00 +9999", None),
+        ("Tue, 1 Dec 99999 09:00:00 +0000", None),
+        ("вт, 1 груд. 2026 09:00", None),
+        ("", None),
+    ],
+)
+def test_mail_dates(value: str, expected: datetime | None) -> None:
+    found = mail_date(value, KYIV)
+    assert found == expected
+    assert found is None or found.utcoffset() is not None
+
+
+# Mail that must not stop a mailbox ----------------------------------------------------------
+
+
+@pytest.mark.timeout(20)  # the email package alone takes minutes over these headers
+def test_huge_headers_are_cut_before_they_are_parsed() -> None:
+    encoded = b" ".join(b"=?utf-8?q?slow?=" for _ in range(30_000))  # ~500 KB, one field
+    recipients = b", ".join(b'"Name, Surname" <a%d@x.example>' % n for n in range(20_000))
+    raw = (
+        b"From: Anna <anna@x.example>\r\nSubject: " + encoded + b"\r\nTo: " + recipients
+        + b"\r\n" + (b"X-Filler: " + b"x" * 70 + b"\r\n") * 5_000
+        + b"Message-ID: <late@x.example>\r\n\r\nhello\r\n"
+    )  # fmt: skip
+    mail = parse_mail(raw)
+    assert (mail.sender, mail.text) == ("anna@x.example", "hello")
+    assert 100 < len(mail.subject) <= MAX_HEADER_FIELD and mail.subject.startswith("slow")
+    assert len(mail.headers["To"]) <= 1000
+    # The header block is cut at Postfix's limit: what comes after it is not read.
+    assert mail.message_id.endswith("@no-message-id.invalid>")
+
+
+@pytest.mark.timeout(20)  # 3.11.7's HTMLParser takes minutes to hours (CVE-2025-6069)
+@pytest.mark.parametrize(
+    "html",
+    ["<a " * 60_000, "<!--" * 60_000, "<" + "a" * 200_000, "</" * 60_000, "<p title='>" * 30_000],
+    ids=["unclosed tags", "unclosed comments", "a long tag name", "end tags", "open quotes"],
+)
+def test_hostile_html_is_read_in_linear_time(html: str) -> None:
+    raw = b"From: a@x.example\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html.encode()
+    mail = parse_mail(raw)
+    assert mail.sender == "a@x.example" and len(mail.full_text) <= 50_000
+
+
+def test_text_is_text_any_database_stores() -> None:
+    raw = (
+        b"From: =?utf-8?q?Ann=00a?= <anna@x.example>\r\nSubject: =?utf-8?q?Hi=00there?=\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
+        b"\r\n\r\nhe=00llo\r\n"
+    )
+    mail = parse_mail(raw)
+    assert (mail.display_name, mail.subject, mail.text) == ("Anna", "Hithere", "hello")
+    assert "\x00" not in mail.full_text + "".join(mail.headers.values())
+
+
+def test_mail_the_email_package_cannot_parse_is_still_read() -> None:
+    nested = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (n, n)
+        for n in range(3_000)
+    )
+    deep = parse_mail(
+        b"From: Deep <deep@x.example>\r\nSubject: nested\r\n" + nested
+        + b"Content-Type: text/plain\r\n\r\nhello from the bottom\r\n"
+    )  # fmt: skip
+    assert (deep.sender, deep.subject) == ("deep@x.example", "nested")
+    assert deep.text == "hello from the bottom" and deep.defect is not None
+    parens = parse_mail(b"From: " + b"(" * 5_000 + b"\r\nSubject: x\r\n\r\nbody\r\n")
+    assert (parens.sender, parens.subject, parens.text) == (None, "x", "body")
+    hostile_type = parse_mail(
+        b"From: Anna <anna@x.example>\r\nSubject: =?utf-8?b?0J7Qu9C10L3QsA==?=\r\n"
+        b"Content-Type: " + b"(" * 5_000 + b"\r\n\r\nbody\r\n"
+    )
+    assert (hostile_type.sender, hostile_type.subject, hostile_type.text) == (
+        "anna@x.example",
+        "Олена",
+        "body",
+    )
+    assert parse_mail(b"Content-Type: multipart/mixed\r\n\r\njust text\r\n").text == "just text"

@@ -69,7 +69,7 @@ async def open_chats(running: RunningHub, channel: str, inbox: str, chats: list[
 async def all_settled(running: RunningHub, public_ids: list[str]) -> list[Message] | None:
     found = await rows(running, Message, Message.direction == "out")
     mine = [m for m in found if m.public_id in public_ids]
-    if len(mine) < len(public_ids) or any(m.status == "queued" for m in mine):
+    if len(mine) < len(public_ids) or any(m.status in ("queued", "sending") for m in mine):
         return None
     return mine
 

@@ -7,11 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from sqlmodel import col, select
 
 from crm_store.models import AuditEntry, ChannelIdentity, Client, Message
+from crm_store.timeutil import as_utc
 from hub.bus import DEAD_STREAM, inbound_stream
 from hub.config import Settings
 from hub.messages import ContactHints, InboundMessage
@@ -266,6 +268,35 @@ async def test_malformed_entry_goes_to_dead_letters_and_replays(settings, redis,
         assert await redis.xlen(DEAD_STREAM) == 1  # the unfixable one stays
         bad = await hub_cli("dead", "replay", "1-1")
         assert bad.returncode == 2 and "no dead letter" in bad.stderr
+
+        # A mail the email channel could not make a client's message of is listed beside
+        # them, and refused by a replay (it stays in the mailbox); --all passes it over.
+        await hub.ctx.set_aside("email", "main", "no sender address", {"uid": 7})
+        listed = await hub_cli("dead", "list", "--json")
+        aside = json.loads(listed.stdout.splitlines()[-1])
+        assert (aside["stream"], aside["error"]) == ("set-aside:email/main", "no sender address")
+        assert aside["fields"] == {"uid": 7}
+        refused = await hub_cli("dead", "replay", aside["id"])
+        assert refused.returncode == 2 and "can't be replayed" in refused.stderr
+        everything = await hub_cli("dead", "replay", "--all")
+        assert everything.returncode == 0 and "replayed 1 entry" in everything.stdout
+        assert aside["id"] in {r["id"] for r in await hub.bus.dead_letters()}
+    finally:
+        await hub.stop()
+        await hub.close()
+
+
+async def test_a_time_with_an_offset_is_stored_as_the_same_instant(settings, redis) -> None:
+    """SQLite keeps a timestamp's wall time and drops its offset: a channel's 10:00+02:00 must
+    come back as 08:00 UTC on either database, not as 10:00 UTC."""
+    hub = await open_hub(settings)
+    try:
+        kyiv_morning = datetime(2027, 3, 1, 10, 0, tzinfo=timezone(timedelta(hours=2)))
+        message = inbound("chat-tz", 1).model_copy(update={"sent_at": kyiv_morning})
+        await hub.bus.publish_inbound(InboundMessage.model_validate(message.model_dump()))
+        await hub.start()
+        (stored,) = await eventually(lambda: messages(hub))
+        assert as_utc(stored.sent_at) == datetime(2027, 3, 1, 8, 0, tzinfo=UTC)
     finally:
         await hub.stop()
         await hub.close()

@@ -12,8 +12,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store.appointments import Author, book, cancel, reschedule, set_status
 from crm_store.business import BusinessError, Rules, get_business, update_business
+from crm_store.conversations import InboundData, record_inbound
 from crm_store.db import transaction
 from crm_store.models import ScheduledMessage, Service
+from crm_store.reach import ReachRules, routes
 from crm_store.reminders import (
     in_quiet_hours,
     quiet_end_after,
@@ -264,3 +266,29 @@ async def test_the_salon_sets_its_reminders_and_quiet_hours(
     async with sessions() as session:
         kept = await get_business(session)
     assert kept.reminder_offsets_min == [2880, 60]
+
+
+async def test_a_group_the_client_wrote_in_is_never_a_route(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A reminder is personal: it goes to the client's own chat, never into a Telegram group
+    or an Instagram group thread they also wrote in, even when the group is their latest."""
+    now = kyiv("2027-03-01 10:00")
+    said = [("7007", True, 30), ("-100555", False, 5), ("-100777", False, 1)]
+    async with transaction(sessions) as session:
+        for chat, private, minutes_ago in said:
+            record = await record_inbound(
+                session,
+                InboundData(
+                    channel="telegram", inbox="main", chat_id=chat, sender_id="7007",
+                    provider_message_id=f"{chat}-1", sent_at=now, text="hi", private=private,
+                ),
+                now=now - timedelta(minutes=minutes_ago),
+            )  # fmt: skip
+        found = await routes(
+            session,
+            record.client,
+            rules=ReachRules(enabled={"telegram": ("main",)}),
+            now=now,
+        )
+    assert [(r.channel, r.chat_id) for r in found] == [("telegram", "7007")]

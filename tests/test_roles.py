@@ -10,7 +10,15 @@ from sqlmodel import select
 
 from crm_store.db import transaction
 from crm_store.identity import Hints
-from crm_store.models import Appointment, CannedReply, Client, Conversation, Staff, StaffNote
+from crm_store.models import (
+    Appointment,
+    CannedReply,
+    Client,
+    Conversation,
+    Message,
+    Staff,
+    StaffNote,
+)
 from crm_store.staff import add_staff, hash_password
 from tests.salon import Salon, build_salon, kyiv
 from tests.support import RunningHub, client_session, login
@@ -252,3 +260,92 @@ async def test_a_master_fetches_only_files_of_their_conversations(hub: RunningHu
         # Hers now: past the role check, the channel answers (the fake file is not there).
         status, body = await call(olena, "GET", url)
         assert status == 404 and body != NOT_YOURS
+
+
+async def test_a_master_books_only_clients_they_already_see(hub: RunningHub) -> None:
+    """A booking is not a way into a card: a stranger (or a client whose appointment with the
+    master was cancelled) can't be booked by a master, and a cancellation grants nothing."""
+    w = await build(hub)
+    api = f"{hub.base_url}/api"
+    booking = {"service_id": w.salon.manicure, "start": "2027-03-11T15:00:00+02:00"}
+    async with await signed(hub, "olena@salon.test") as olena:
+        for stranger in (w.kateryna, w.bohdan, 10_000):
+            refused = await call(
+                olena, "POST", f"{api}/appointments", json={**booking, "client_id": stranger}
+            )
+            assert refused == (403, NOT_YOURS), stranger
+            assert await call(olena, "GET", f"{api}/clients/{stranger}") == (403, NOT_YOURS)
+        # Oksana is hers through a live appointment; once it is cancelled, she is not.
+        oksana = f"{api}/clients/{w.salon.client}"
+        assert (await call(olena, "GET", oksana))[0] == 200
+        cancel = {"action": "cancel"}
+        assert (await call(olena, "PATCH", f"{api}/appointments/{w.olena_appointment}",
+                           json=cancel))[0] == 200  # fmt: skip
+        assert await call(olena, "GET", oksana) == (403, NOT_YOURS)
+        assert await call(olena, "GET", f"{oksana}/timeline") == (403, NOT_YOURS)
+        assert await call(olena, "PATCH", oksana, json={"marketing_consent": False}) == (
+            403,
+            NOT_YOURS,
+        )
+        status, body = await call(olena, "GET", f"{api}/clients")
+        assert {c["id"] for c in body["clients"]} == {w.anna}
+        again = await call(
+            olena, "POST", f"{api}/appointments", json={**booking, "client_id": w.salon.client}
+        )
+        assert again == (403, NOT_YOURS)
+        # Her own conversation's client she books as before.
+        status, body = await call(
+            olena, "POST", f"{api}/appointments", json={**booking, "client_id": w.anna}
+        )
+        assert status == 201 and body["master"]["id"] == w.salon.olena
+    async with hub.hub.sessions() as session:
+        booked = (await session.exec(select(Appointment).order_by(Appointment.id))).all()
+    assert [(a.client_id, a.status) for a in booked] == [
+        (w.salon.client, "cancelled"),
+        (w.kateryna, "booked"),
+        (w.anna, "booked"),
+    ]
+
+
+async def test_writing_to_a_client_does_not_take_an_unassigned_conversation(
+    hub: RunningHub,
+) -> None:
+    """Iryna sees Kateryna (an appointment with her), but Kateryna's chat is nobody's: a
+    master can neither take it (/take) nor take it by writing; one rule for every route."""
+    w = await build(hub)
+    api = f"{hub.base_url}/api"
+    async with await signed(hub, "iryna@salon.test") as iryna:
+        assert (await call(iryna, "GET", f"{api}/clients/{w.kateryna}"))[0] == 200
+        assert await call(iryna, "POST", f"{api}/conversations/{w.kateryna_web}/take") == (
+            403,
+            NOT_YOURS,
+        )
+        written = await call(
+            iryna, "POST", f"{api}/clients/{w.kateryna}/messages", json={"text": "Hi, it's Iryna"}
+        )
+        assert written == (403, NOT_YOURS)
+        on_channel = await call(
+            iryna, "POST", f"{api}/clients/{w.kateryna}/messages",
+            json={"text": "Hi", "channel": "webchat"},
+        )  # fmt: skip
+        assert on_channel == (403, NOT_YOURS)
+    async with hub.hub.sessions() as session:
+        conversation = await session.get(Conversation, w.kateryna_web)
+        assert conversation is not None
+        assert (conversation.status, conversation.assignee_id) == ("bot", None)
+        sent = (await session.exec(select(Message).where(Message.direction == "out"))).all()
+        assert sent == []
+        conversations = (await session.exec(select(Conversation))).all()
+        assert len(conversations) == 3  # none opened by the refused write either
+
+
+async def test_a_master_gets_no_staff_emails(hub: RunningHub) -> None:
+    """An email is half of a sign-in: a master sees colleagues' names only."""
+    await build(hub)
+    api = f"{hub.base_url}/api"
+    async with await signed(hub, "olena@salon.test") as olena:
+        status, team = await call(olena, "GET", f"{api}/staff")
+    assert status == 200 and team and all(set(s) == {"id", "name", "role"} for s in team)
+    async with await signed(hub, "owner@salon.test") as owner:
+        status, team = await call(owner, "GET", f"{api}/staff")
+    assert "owner@salon.test" in {s["email"] for s in team}

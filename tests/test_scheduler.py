@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -516,3 +517,32 @@ async def _finished(running: RunningHub, broadcast_id: int) -> Broadcast | None:
     async with running.hub.sessions() as session:
         found = await session.get(Broadcast, broadcast_id)
     return found if found is not None and found.status == "done" else None
+
+
+async def test_a_stop_during_a_round_is_one_quiet_line(
+    settings: Settings, redis: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Ctrl-C just after `hub serve` starts lands in the first round: it gets its grace, then
+    is cut short with one line, not APScheduler's CancelledError traceback."""
+    del redis
+    running = await start_hub(settings.model_copy(update={"hub_scheduler": True}))
+    scheduler = running.hub.scheduler
+    entered, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck() -> None:
+        entered.set()
+        await never.wait()  # a round that would not end by itself (a slow database)
+
+    scheduler.tick = stuck  # type: ignore[method-assign]
+    scheduler.plan = stuck  # type: ignore[method-assign]
+    await scheduler.stop()
+    scheduler.start()
+    await asyncio.wait_for(entered.wait(), 10)
+    with caplog.at_level(logging.INFO):
+        await scheduler.stop(grace=0.05)
+        for _ in range(3):  # APScheduler's done-callbacks, where it logged the traceback
+            await asyncio.sleep(0)
+    await running.stop()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "cut short by the shutdown" in caplog.text
+    assert "Traceback" not in caplog.text and "CancelledError" not in caplog.text

@@ -70,3 +70,25 @@ async def test_serve_demo_on_embedded_defaults_and_stop_on_sigterm(tmp_path: Pat
     assert proc.returncode == 0, output + rest[0].decode()
     assert not socket_path.exists()  # the embedded Redis was stopped with the hub
     assert (tmp_path / "data" / "hub.sqlite3").exists()
+
+
+async def test_a_taken_port_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    """Before the database, the demo salon and the channels: nothing is made, one line said."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "DATABASE"))}
+        env.update({"HUB_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hub.cli", "serve", "--demo", "--port", str(port),
+            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2
+    assert out == b""
+    assert err.decode().splitlines() == [
+        f"error: can't listen on 127.0.0.1:{port}: Address already in use "
+        "(another hub running? choose another with --port)"
+    ]
+    assert not (tmp_path / "data").exists()

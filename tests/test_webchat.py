@@ -83,7 +83,9 @@ async def test_visitor_message_reaches_staff_and_reply_reaches_visitor(hub: Runn
             assert conv.first_response_at is not None
             client = await session.get(Client, conv.client_id)
             assert client is not None and client.language == "en"
-            audit = (await session.exec(select(AuditEntry))).all()
+            audit = (
+                await session.exec(select(AuditEntry).where(AuditEntry.entity != "staff"))
+            ).all()
             assert [(a.entity, a.action) for a in audit] == [
                 ("client", "created"),
                 ("conversation", "take"),  # staff took it from the bot by replying

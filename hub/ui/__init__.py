@@ -85,8 +85,13 @@ def render(request: web.Request, page: str, **context: Any) -> web.Response:
     return response
 
 
-async def _signed_in(request: web.Request) -> auth.StaffSession | None:
-    return await auth.session_of(hub_of(request).redis, request.cookies.get(auth.COOKIE))
+async def _signed_in(request: web.Request) -> Staff | None:
+    """The staff member of a live session, if their account is on."""
+    signed = await auth.session_of(hub_of(request).redis, request.cookies.get(auth.COOKIE))
+    if signed is None:
+        return None
+    request[auth.STAFF_KEY] = signed.staff_id
+    return await roles.staff_of(request) if await roles.load_active(request) else None
 
 
 def _to_login(request: web.Request) -> web.HTTPFound:
@@ -118,14 +123,10 @@ async def broadcasts_page(request: web.Request) -> web.Response:
 
 async def analytics_view(request: web.Request) -> web.Response:
     """The owner's figures, drawn here (charts are SVG): the page works without a script."""
-    signed = await _signed_in(request)
-    if signed is None:
+    me = await _signed_in(request)
+    if me is None:
         raise _to_login(request)
     hub = hub_of(request)
-    async with hub.sessions() as session:
-        me = await session.get(Staff, signed.staff_id)
-    if me is None or not me.active:
-        raise _to_login(request)
     if not roles.is_manager(me):
         response = render(request, "analytics", me=me, forbidden=True)
         response.set_status(403)

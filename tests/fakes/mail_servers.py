@@ -3,7 +3,9 @@ aiosmtpd (SMTP), on free ports of 127.0.0.1, with a self-signed certificate when
 
     with tls_files(tmp_path) as (cert, key):          # openssl's self-signed certificate
     async with ImapServer("salon@x", "pw") as imap:   # pymap in a thread of its own
-        await imap.deliver(raw_bytes)                  # APPEND over IMAP, as an MTA would
+        uid = await imap.deliver(raw_bytes)            # APPEND over IMAP, as an MTA would
+        imap.faults.broken_uids.add(uid)               # its FETCH answered NO, as Gmail can
+        imap.logins                                    # successful logins so far
     async with SmtpServer() as smtp:
         smtp.refuse("gone@x", 550, "5.1.1 user unknown")
         smtp.messages                                  # what arrived: envelope + parsed mail
@@ -16,6 +18,7 @@ loop talks to it only over TCP. aiosmtpd's Controller is given a port found free
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import subprocess
@@ -36,6 +39,8 @@ from pymap.backend.dict import DictBackend, Login
 from pymap.backend.dict.mailbox import MailboxData
 from pymap.config import BackendCapability
 from pymap.imap import IMAPServer
+from pymap.imap.state import ConnectionState
+from pymap.parsing.response import ResponseNo
 from pysasl.hashing import Cleartext
 
 HOST = "127.0.0.1"
@@ -89,6 +94,51 @@ async def _update_selected_at_once(self: MailboxData, selected: Any, *, wait_on:
 
 
 MailboxData.update_selected = _update_selected_at_once  # type: ignore[method-assign]
+_pymap_get = MailboxData.get
+
+
+async def _get_unless_expunged(self: MailboxData, uid: int, cached_msg: Any) -> Any:
+    """pymap answers a FETCH of a message another session expunged with the copy this session
+    still holds (RFC 2180 §4.1.3); Dovecot and Gmail answer it without the message (§4.1.2),
+    which is what a client has to survive. Made to behave like them (the session layer skips
+    a message it gets None for)."""
+    async with self.messages_lock.read_lock():
+        if uid not in self._messages:
+            return None
+    return await _pymap_get(self, uid, cached_msg)
+
+
+MailboxData.get = _get_unless_expunged  # type: ignore[method-assign]
+
+
+@dataclass
+class Faults:
+    """Failures real servers have, switched on by a test. `broken_uids`: a body FETCH of these
+    messages is answered NO, as Gmail answers "Some messages could not be FETCHed" for a
+    damaged message. `every_fetch`: every FETCH is answered NO, as Dovecot does with a damaged
+    index ("NO [SERVERBUG] Internal error"): login and SELECT work, then the session fails."""
+
+    broken_uids: set[int] = field(default_factory=set)
+    every_fetch: bool = False
+
+
+_pymap_do_fetch = ConnectionState.do_fetch
+BODY_ITEMS = frozenset({b"BODY", b"BODY.PEEK", b"RFC822", b"BINARY", b"BINARY.PEEK"})
+
+
+async def _do_fetch_with_faults(self: ConnectionState, cmd: Any) -> Any:
+    faults: Faults | None = getattr(self.config, "faults", None)
+    if faults is not None:
+        if faults.every_fetch:
+            return ResponseNo(cmd.tag, b"[SERVERBUG] Internal error occurred."), None
+        uids = {n for n in cmd.sequence_set.value if isinstance(n, int)} if cmd.uid else set()
+        wants_body = any(attr.value in BODY_ITEMS for attr in cmd.attributes)
+        if wants_body and uids & faults.broken_uids:
+            return ResponseNo(cmd.tag, b"Some messages could not be FETCHed (Failure)"), None
+    return await _pymap_do_fetch(self, cmd)
+
+
+ConnectionState.do_fetch = _do_fetch_with_faults  # type: ignore[method-assign]
 
 
 class _NoIdleConfig(DictConfig):
@@ -97,9 +147,22 @@ class _NoIdleConfig(DictConfig):
         return BackendCapability(idle=False, object_id=True, multi_append=True)
 
 
+class _CountingLogin(Login):
+    """The dict backend's login, counting the logins that succeed."""
+
+    logins = 0
+
+    async def authenticate(self, credentials: Any) -> Any:
+        identity = await super().authenticate(credentials)
+        self.logins += 1
+        return identity
+
+
 class ImapServer:
     """pymap with one user. `starttls` offers STARTTLS (and login only after it, as pymap does
-    when TLS is on); `implicit_tls` serves TLS from the first byte (port 993 style)."""
+    when TLS is on); `implicit_tls` serves TLS from the first byte (port 993 style).
+    `faults` switches on failures (see Faults); `logins` counts successful logins, the test's
+    own deliveries included."""
 
     def __init__(
         self,
@@ -119,6 +182,12 @@ class ImapServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._login: _CountingLogin | None = None
+        self.faults = Faults()
+
+    @property
+    def logins(self) -> int:
+        return self._login.logins if self._login is not None else 0
 
     async def __aenter__(self) -> ImapServer:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -170,7 +239,8 @@ class ImapServer:
             hash_context=Cleartext(),  # pbkdf2's 500k rounds would cost each login ~0.4 s
         )
         config.apply_context()
-        login = Login(config)
+        config.faults = self.faults  # type: ignore[attr-defined]  (read by the FETCH patch)
+        login = self._login = _CountingLogin(config)
         await DictBackend._add_demo_user(config, login)
         imap = IMAPServer(login, config)
         callback = ProxyProtocolReader(config.proxy_protocol).get_callback(imap)
@@ -199,12 +269,35 @@ class ImapServer:
         assert response.result == "OK", response
         return imap
 
-    async def deliver(self, raw: bytes, folder: str = "INBOX") -> None:
-        """A message arrives in the mailbox (IMAP APPEND, as a delivery agent would)."""
+    async def deliver(self, raw: bytes, folder: str = "INBOX") -> int:
+        """A message arrives in the mailbox (IMAP APPEND, as a delivery agent would); its UID."""
+        (uid,) = await self.deliver_all([raw], folder)
+        return uid
+
+    async def deliver_all(self, raws: list[bytes], folder: str = "INBOX") -> list[int]:
+        """Messages arrive one after another, over one connection; their UIDs."""
+        imap = await self.client()
+        uids = []
+        try:
+            for raw in raws:
+                response = await imap.append(raw, mailbox=folder)
+                assert response.result == "OK", response
+                lines = b" ".join(bytes(line) for line in response.lines)
+                found = re.search(rb"APPENDUID \d+ (\d+)", lines)
+                assert found, response
+                uids.append(int(found.group(1)))
+        finally:
+            await imap.logout()
+        return uids
+
+    async def expunge(self, uid: int, folder: str = "INBOX") -> None:
+        """Someone else (the owner's phone) deletes a message for good."""
         imap = await self.client()
         try:
-            response = await imap.append(raw, mailbox=folder)
-            assert response.result == "OK", response
+            assert (await imap.select(folder)).result == "OK"
+            stored = await imap.uid("store", str(uid), "+FLAGS.SILENT (\\Deleted)")
+            assert stored.result == "OK", stored
+            assert (await imap.expunge()).result == "OK"
         finally:
             await imap.logout()
 

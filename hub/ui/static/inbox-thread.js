@@ -5,7 +5,8 @@
 const InboxThread = (() => {
   const { byId, el } = { byId: Inbox.byId, el: Hub.el };
   const PAGE = 100;
-  const TICKS = { queued: "◷", sent: "✓", delivered: "✓✓", read: "✓✓", failed: "⚠" };
+  // `sending`: a dispatcher has claimed the reply and is handing it to the provider.
+  const TICKS = { queued: "◷", sending: "◷", sent: "✓", delivered: "✓✓", read: "✓✓", failed: "⚠" };
   let conv = null; // the open conversation (a row of the list)
   let items = []; // the timeline, oldest first
   let more = false;
@@ -168,7 +169,7 @@ const InboxThread = (() => {
 
   // Delivery only moves forward; a late answer (the reply's own "queued") must not undo a
   // receipt that came first over the live stream.
-  const RANK = { queued: 1, sent: 2, delivered: 3, read: 4, failed: 5 };
+  const RANK = { queued: 1, sending: 2, sent: 3, delivered: 4, read: 5, failed: 6 };
   function merged(old, item) {
     const next = { ...old, ...item };
     if ((RANK[old.status] || 0) > (RANK[item.status] || 0)) {
