@@ -17,6 +17,9 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
 from channels.base import FetchedFile
 
 # Magic numbers of the image formats every browser draws in an <img> and none runs code in.
@@ -31,6 +34,9 @@ _MIME = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{
 _ACTIVE = re.compile(r"html|xml|svg|script|multipart|^text/(?!plain$)")
 SANDBOX = "sandbox; default-src 'none'"
 GENERIC_NAME = "attachment"
+FILES_PATH = "/api/attachments/"
+# On every answer under FILES_PATH, refusals and errors included.
+_ALWAYS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": SANDBOX}
 
 
 def raster_type(content: bytes) -> str | None:
@@ -55,9 +61,8 @@ def download_type(declared: str | None) -> str:
 def file_headers(fetched: FetchedFile) -> tuple[str, dict[str, str]]:
     """(Content-Type, other headers) to serve a client's file to staff."""
     headers = {
+        **_ALWAYS,
         "Cache-Control": "private, max-age=3600",
-        "X-Content-Type-Options": "nosniff",
-        "Content-Security-Policy": SANDBOX,
         "Cross-Origin-Resource-Policy": "same-origin",
     }
     image = raster_type(fetched.content)
@@ -65,3 +70,18 @@ def file_headers(fetched: FetchedFile) -> tuple[str, dict[str, str]]:
     disposition = "inline" if image else "attachment"
     headers["Content-Disposition"] = f"{disposition}; filename*=UTF-8''{quote(name, safe='')}"
     return image or download_type(fetched.mime_type), headers
+
+
+@web.middleware
+async def sandbox_files(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer under /api/attachments/ (a 401, a 403, a 404 too) is sandboxed: the
+    promise holds for the path, not only for the handler's happy end."""
+    if not request.path.startswith(FILES_PATH):
+        return await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(_ALWAYS)
+        raise
+    response.headers.update(_ALWAYS)
+    return response

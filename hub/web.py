@@ -25,6 +25,7 @@ from hub import (
     ui,
 )
 from hub.bus import DEAD_STREAM, inbound_stream, outbound_stream
+from hub.client_files import sandbox_files
 from hub.forwarded import client_address, parse_networks
 from hub.outbound import GROUP as DISPATCH_GROUP
 from hub.router import GROUP as ROUTER_GROUP
@@ -141,6 +142,7 @@ def create_app(hub: Hub) -> web.Application:
     app = web.Application(
         middlewares=[
             forwarded.middleware(parse_networks(hub.settings.hub_trusted_proxies)),
+            sandbox_files,
             errors,
             guard_metrics,
             auth.require_staff(lambda r: r.app[HUB].redis, roles.load_active),

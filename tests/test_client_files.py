@@ -7,6 +7,8 @@ import pytest
 
 from channels.base import FetchedFile
 from hub.client_files import SANDBOX, file_headers
+from tests.support import RunningHub, client_session, login
+from tests.test_webchat import add_owner
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
 WEBP = b"RIFF\x24\x00\x00\x00WEBPVP8 "
@@ -48,3 +50,21 @@ def test_a_file_name_cannot_break_out_of_its_header() -> None:
     disposition = headers["Content-Disposition"]
     assert "\r" not in disposition and "\n" not in disposition and '"' not in disposition
     assert disposition == "attachment; filename*=UTF-8''a%22%3B%20b%0D%0ASet-Cookie%3A%20x%3D1.txt"
+
+
+async def test_every_answer_under_the_files_path_is_sandboxed(hub: RunningHub) -> None:
+    """Refusals too: a 401, a 404 never render as a page of the hub's origin."""
+    email, password = await add_owner(hub)
+    url = f"{hub.base_url}/api/attachments/telegram/main/AgAC"
+    async with client_session() as http:
+        answers = []
+        async with http.get(url) as response:
+            answers.append(response)
+        assert await login(http, hub.base_url, email, password) == 200
+        for path in ("telegram/main/AgAC", "webchat/site/nope"):
+            async with http.get(f"{hub.base_url}/api/attachments/{path}") as response:
+                answers.append(response)
+    assert [r.status for r in answers] == [401, 404, 404]
+    for response in answers:
+        assert response.headers["Content-Security-Policy"] == SANDBOX
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
