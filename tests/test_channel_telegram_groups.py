@@ -10,7 +10,6 @@ messages. Updates are built with aiogram's own types, serialised as Telegram sen
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,7 +38,6 @@ from tests.support import RunningHub, eventually, rows, settled
 from tests.test_channel_telegram import (
     DATE,
     TOKEN,
-    VIP_TOKEN,
     _async,
     channel_of,
     inbound,
@@ -47,6 +45,7 @@ from tests.test_channel_telegram import (
     telegram_hub,
     webhook_ready,
 )
+from tests.test_channel_telegram import fake as fake  # the fixture
 from tests.test_channel_telegram import no_tokens_in_logs as no_tokens_in_logs  # autouse
 
 WHEN = datetime.fromtimestamp(DATE, UTC)
@@ -65,14 +64,6 @@ GROUP = Chat(id=-4012345678, type="group", title="Friends of the salon")
 CHANNEL = Chat(id=-1009876543210, type="channel", title="Salon news")
 # Every group update carries one of these: none may be stored, published or logged.
 SECRET = "group-secret"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram(max_poll_wait=0.2) as server:
-        server.add_bot(TOKEN, "salon_bot")
-        server.add_bot(VIP_TOKEN, "salon_vip_bot")
-        yield server
 
 
 def wire(update: Update) -> dict[str, Any]:
