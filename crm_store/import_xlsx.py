@@ -188,6 +188,26 @@ def _no_doctype(*_: object) -> None:
     raise ValueError("a DTD in a spreadsheet part")
 
 
+class _CellText:
+    """One cell's text, gathered piece by piece as the parser hands it over, refused past
+    MAX_CELL_CHARS before it is held."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.chars = 0
+
+    def add(self, text: str) -> bool:
+        """False (nothing kept) once the cell would be longer than a cell may be."""
+        self.chars += len(text)
+        if self.chars > MAX_CELL_CHARS:
+            return False
+        self.parts.append(text)
+        return True
+
+    def value(self) -> str:
+        return "".join(self.parts)
+
+
 class _SharedStrings:
     """xl/sharedStrings.xml: the text of each <si>, its runs joined, without the phonetic
     guide (<rPh>), as openpyxl reads it."""
@@ -197,8 +217,7 @@ class _SharedStrings:
     def __init__(self, name: str) -> None:
         self.name = name
         self.strings: list[str] = []
-        self.text: list[str] = []
-        self.chars = 0
+        self.text = _CellText()
         self.collect = False
         self.item = False
         self.phonetic = 0
@@ -212,8 +231,7 @@ class _SharedStrings:
             self.collect = self.item and not self.phonetic
         elif tag == "si":
             self.item = True
-            self.text = []
-            self.chars = 0
+            self.text = _CellText()
         elif tag == "rPh":
             self.phonetic += 1
 
@@ -222,20 +240,17 @@ class _SharedStrings:
         if tag == "t":
             self.collect = False
         elif tag == "si":
-            self.strings.append("".join(self.text).replace("x005F_", ""))
+            self.strings.append(self.text.value().replace("x005F_", ""))
             self.item = False
         elif tag == "rPh":
             self.phonetic -= 1
 
     def data(self, text: str) -> None:
-        if self.collect:
-            self.chars += len(text)
-            if self.chars > MAX_CELL_CHARS:
-                raise ClientImportError(
-                    f"{self.name}: shared string {len(self.strings) + 1:,} (a cell's text) "
-                    f"has more than {MAX_CELL_CHARS:,} characters, the most a cell may hold"
-                )
-            self.text.append(text)
+        if self.collect and not self.text.add(text):
+            raise ClientImportError(
+                f"{self.name}: shared string {len(self.strings) + 1:,} (a cell's text) "
+                f"has more than {MAX_CELL_CHARS:,} characters, the most a cell may hold"
+            )
 
 
 class _SheetReader:
@@ -254,8 +269,7 @@ class _SheetReader:
         self.column = 0
         self.kind = "n"
         self.style: str | None = None
-        self.text: list[str] = []
-        self.chars = 0
+        self.text = _CellText()
         self.collect = False
         self.inline = False
         self.has_inline = False
@@ -273,8 +287,7 @@ class _SheetReader:
             )
             self.kind = attrs.get("t", "n")
             self.style = attrs.get("s")
-            self.text = []
-            self.chars = 0
+            self.text = _CellText()
             self.has_inline = False
         elif tag == "v":
             self.collect = True
@@ -315,14 +328,11 @@ class _SheetReader:
             self.phonetic -= 1
 
     def data(self, text: str) -> None:
-        if self.collect:
-            self.chars += len(text)
-            if self.chars > MAX_CELL_CHARS:
-                raise self.rows.cell_too_long(self.row, self.column)
-            self.text.append(text)
+        if self.collect and not self.text.add(text):
+            raise self.rows.cell_too_long(self.row, self.column)
 
     def _value(self) -> Any:
-        text = "".join(self.text)
+        text = self.text.value()
         kind = self.kind
         if kind == "inlineStr":
             return text if self.has_inline else None
