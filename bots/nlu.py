@@ -33,6 +33,12 @@ __all__ = [
     "match_services",
     "normalize",
     "parse_day",
+    "move_target",
+    "name_variants",
+    "parse_name",
+    "parse_shift",
+    "says_same_time",
+    "unoffered_service",
     "parse_ordinal",
     "parse_time",
 ]
@@ -144,6 +150,9 @@ def _distance(a: str, b: str) -> int:
     return int(DamerauLevenshtein.distance(a, b))
 
 
+edit_distance = _distance
+
+
 # Lexicon -------------------------------------------------------------------------------------
 
 
@@ -243,6 +252,17 @@ class _Lexicon:
     ordinal_suffixes: frozenset[str]
     option_words: frozenset[str]
     ordinal_filler: frozenset[str]
+    name_intros: tuple[_Pattern, ...]
+    name_glue: frozenset[str]
+    emoji: dict[str, frozenset[str]]  # intent → emoji that say it
+    same_time: tuple[_Pattern, ...]
+    instead: tuple[_Pattern, ...]
+    instead_of: tuple[_Pattern, ...]
+    earlier: tuple[_Pattern, ...]
+    later: tuple[_Pattern, ...]
+    shift_amounts: tuple[tuple[_Pattern, int], ...]
+    appointment_words: tuple[_Pattern, ...]
+    not_offered: tuple[_Pattern, ...]
 
 
 def _norm_set(entries: Iterable[str]) -> frozenset[str]:
@@ -344,6 +364,26 @@ def _lexicon() -> _Lexicon:
         ordinal_suffixes=_norm_set(raw["ordinals"]["suffixes"]),
         option_words=_norm_set(_all_languages(raw["ordinals"]["option_words"])),
         ordinal_filler=_norm_set(_all_languages(raw["ordinals"]["filler"])),
+        name_intros=_patterns(_all_languages(raw["names"]["intros"])),
+        name_glue=_norm_set(_all_languages(raw["names"]["glue"])),
+        emoji={k: frozenset(v) for k, v in raw["emoji"].items() if not k.startswith("_")},
+        same_time=_patterns(_all_languages(hours["same_time"])),
+        instead=_patterns(_all_languages(hours["instead"])),
+        instead_of=_patterns(_all_languages(hours["instead_of"])),
+        earlier=_patterns(_all_languages(hours["shift"]["earlier"])),
+        later=_patterns(_all_languages(hours["shift"]["later"])),
+        appointment_words=_patterns(_all_languages(hours["shift"]["appointment_words"])),
+        shift_amounts=tuple(
+            sorted(
+                (
+                    (p, int(minutes))
+                    for minutes, node in hours["shift"]["amounts"].items()
+                    for p in _patterns(_all_languages(node))
+                ),
+                key=lambda item: -len(item[0].words),
+            )
+        ),
+        not_offered=_patterns(_all_languages(services["not_offered"])),
     )
 
 
@@ -746,11 +786,13 @@ def parse_time(text: str) -> TimeSpec | None:
     said = _AMPM.sub(r"\1m", normalize(text))
     said = _without_phones(said)
     said = _blank(said, ((d.start, d.end) for d in _dates(said)))
+    said = _spoken_clocks(said)
     tokens = _tokens(said)
     words = [t.text for t in tokens]
     # "Добрий вечір" greets, it does not ask for the evening.
     ignored = _greeting_indexes(words, lex)
-    hours = _hour_candidates(tokens, lex, ignored)
+    # "у першій половині дня" is the morning, not one o'clock.
+    hours = _hour_candidates(tokens, lex, ignored | _part_phrase_indexes(words, lex))
     used_markers = _read_context(tokens, hours, lex, ignored)
     _join_ranges(tokens, hours, lex)
     global_part = _global_part(words, lex, ignored | used_markers)
@@ -781,6 +823,36 @@ def parse_time(text: str) -> TimeSpec | None:
     if global_part is not None:
         after, before = _narrow(after, before, _PART_SPANS[global_part])
     return TimeSpec(after=after, before=before)
+
+
+_SPACED_CLOCK = re.compile(r"(?<![\d:.,])([01]?\d|2[0-3]) ([0-5]\d)(?![\d:.,])")
+_HALF_BEFORE = re.compile(r"\bпол ?(" + "|".join(
+    ("первого", "второго", "третьего", "четвертого", "пятого", "шестого", "седьмого",
+     "восьмого", "девятого", "десятого", "одиннадцатого", "двенадцатого")
+) + r")\b")
+_HOUR_ORDINALS = {
+    w: i + 1
+    for i, w in enumerate(
+        ("первого", "второго", "третьего", "четвертого", "пятого", "шестого", "седьмого",
+         "восьмого", "девятого", "десятого", "одиннадцатого", "двенадцатого")
+    )
+}
+
+
+def _spoken_clocks(said: str) -> str:
+    """Times written the way people type or dictate them, as clock tokens: "17 30" is 17:30,
+    Russian "полчетвертого" (half of the fourth hour) is 3:30."""
+    said = _SPACED_CLOCK.sub(r"\1:\2", said)
+    return _HALF_BEFORE.sub(lambda m: f"{_HOUR_ORDINALS[m.group(1)] - 1 or 12}:30", said)
+
+
+def _part_phrase_indexes(words: Sequence[str], lex: _Lexicon) -> set[int]:
+    found: set[int] = set()
+    for pattern, _ in lex.parts:
+        if len(pattern.words) >= 3:
+            for i in _find(words, pattern):
+                found.update(range(i, i + len(pattern.words)))
+    return found
 
 
 def _greeting_indexes(words: Sequence[str], lex: _Lexicon) -> set[int]:
@@ -1269,6 +1341,132 @@ def parse_ordinal(text: str) -> int | None:
     return lex.ordinals[word]
 
 
+# Names -----------------------------------------------------------------------------------------
+
+_NAME_WORD = re.compile(r"^[^\W\d_]{2,20}(?:[-'][^\W\d_]{2,20})?$")
+
+
+def parse_name(text: str, *, expected: bool = False) -> str | None:
+    """The client's name when the message gives it: "Мене звати Ірина", "I'm Kate", "это
+    Оля". `expected`: the bot has just asked for the name and phone, so a bare "Ірина
+    Коваль, 0671234567" is a name too. Words the bot knows (a day, a service, "так") are
+    never a name; at most three words, each capitalised as written."""
+    lex = _lexicon()
+    raw = _PHONE.sub(" ", text)
+    words = _words(normalize(raw))
+    originals = {w.lower().translate(_CHARS): w for w in _WORD.findall(raw)}
+    start, capital = None, False
+    for pattern in lex.name_intros:
+        for i in _find(words, pattern):
+            start, capital = i + len(pattern.words), pattern.anchored
+            break
+        if start is not None:
+            break
+    if start is None:
+        if not expected:
+            return None
+        start = 0
+    picked: list[str] = []
+    for word in words[start:]:
+        if word in lex.name_glue and not picked:
+            continue
+        if word.isdigit() or not _NAME_WORD.match(word) or _not_a_name(word):
+            break
+        written = originals.get(word, word)
+        if capital and not picked and not written[:1].isupper():
+            return None  # "це дорого", "I am looking for…"
+        picked.append(written)
+        if len(picked) == 3:
+            break
+    if not picked or (start == 0 and len(words) > len(picked) + 2):
+        return None  # a sentence, not a name
+    return " ".join(w[:1].upper() + w[1:] for w in picked)
+
+
+@lru_cache(maxsize=4096)
+def _not_a_name(word: str) -> bool:
+    """A word the bot reads as something else ("так", "завтра", "манікюр"). First names
+    the lexicon knows as masters' are names all the same: a client may be an Ірина too;
+    short stems ("ок*") would block too many names, so only long ones count."""
+    lex = _lexicon()
+    if any(word in group for group in lex.name_groups):
+        return False
+    if word in lex.name_glue or word in lex.known.words:
+        return True
+    return any(len(stem) >= 5 and word.startswith(stem) for stem in lex.known.stems)
+
+
+def name_variants(first_name: str) -> tuple[str, ...]:
+    """The spellings of a first name across languages ("Ірина", "Ирина", "Iryna"), lower case,
+    as prompts/offline/lexicon.json lists them; just the name when it lists none."""
+    said = normalize(first_name)
+    for group in load_json("offline/lexicon.json")["masters"]["name_variants"]:
+        if said in group:
+            return tuple(group)
+    return (said,)
+
+
+def move_target(text: str) -> str:
+    """The part of a message asking for a move that says where to: after the last "move",
+    "instead", "could we do", when a day or a time is named there; else the whole text."""
+    lex = _lexicon()
+    lowered = normalize(text)
+    words = _words(lowered)
+    cut = -1
+    for pattern in (*lex.intents["reschedule"], *lex.instead):
+        for i in _find(words, pattern):
+            cut = max(cut, i + len(pattern.words))
+    if cut <= 0 or cut >= len(words):
+        return text
+    tail = " ".join(words[cut:])
+    return tail if _any(words[cut:], lex.same_time) or parse_time(tail) or _has_day(tail) else text
+
+
+def _has_day(text: str) -> bool:
+    return parse_day(text, date(2000, 1, 3)) is not None
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A visit moved relative to its own time: `minutes` earlier (negative) or later; None
+    when only the direction is said ("a bit later that day")."""
+
+    direction: Literal[-1, 1]
+    minutes: int | None = None
+
+
+def parse_shift(text: str) -> Shift | None:
+    lex = _lexicon()
+    words = _words(normalize(text))
+    earlier, later = _any(words, lex.earlier), _any(words, lex.later)
+    if earlier == later:
+        return None
+    amount = next((m for p, m in lex.shift_amounts if _any(words, (p,))), None)
+    return Shift(-1 if earlier else 1, amount)
+
+
+def says_same_time(text: str) -> bool:
+    """ "Same time", "в той же час": the time of the appointment being moved."""
+    return _any(_words(normalize(text)), _lexicon().same_time)
+
+
+def unoffered_service(text: str, services: Sequence[Named]) -> str | None:
+    """The client's words for a service the salon's price list does not have ("масаж",
+    "sugaring", "hair extensions"), or None. A word that is in one of the salon's own
+    service names is never declined: a salon that does massage matches it as a service."""
+    lex = _lexicon()
+    words = _words(normalize(text))
+    names = [
+        {_stem(w) for w in _words(normalize(name))} for named in services for name in named.names
+    ]
+    for pattern in lex.not_offered:
+        for i in _find(words, pattern):
+            said = words[i : i + len(pattern.words)]
+            if not any({_stem(w) for w in said} <= name for name in names):
+                return " ".join(said)
+    return None
+
+
 # Intents -------------------------------------------------------------------------------------
 
 
@@ -1281,12 +1479,33 @@ def detect_intents(text: str) -> set[Intent]:
     """
     lex = _lexicon()
     words = _words(normalize(text))
-    found: set[str] = set()
+    found: set[str] = {
+        intent for intent, marks in lex.emoji.items() if any(m in text for m in marks)
+    }
     for intent, patterns in lex.intents.items():
         for pattern in patterns:
             for i in _find(words, pattern, fuzzy=True):
                 negated = i > 0 and words[i - 1] in lex.negations
                 found.add("no" if intent == "yes" and negated else intent)
+    if not found & {"cancel", "reschedule"} and _any(words, lex.instead_of) and (
+        parse_time(text) or _has_day(text)
+    ):
+        found.add("reschedule")  # "can I do 4pm instead of 10?": their visit, moved
+    if parse_shift(text) is not None and (
+        _any(words, lex.instead) or found & {"reschedule", "my_appointments"}
+        or _any(words, lex.appointment_words)
+    ):
+        found.add("reschedule")  # "а можна мій запис на годину раніше?"
+    if "cancel" in found and (
+        "reschedule" in found
+        or _any(words, lex.same_time)
+        or _any(words, lex.instead)
+        or _any(words, lex.instead_of)
+    ):
+        # "cancel Thursday… actually can you move it to Friday?", "can't make it today, can
+        # we do tomorrow same time?": a move. A cancel read into it would lose the visit.
+        found -= {"cancel"}
+        found.add("reschedule")
     if found & {"cancel", "reschedule"}:
         found -= {"book", "my_appointments"}
     if "my_appointments" in found:

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bots import nlu
+from bots import locale_text, morph, nlu, translit
 from bots.base import Reply, Turn
 from bots.state import Memory, recall, remember
 from bots.tools import ToolContext, ToolResult, Tools
@@ -31,6 +31,7 @@ from prompts import load_json
 
 log = logging.getLogger(__name__)
 
+MAX_READ = 2000  # characters of a message read: a 10 kB paste is not a booking request
 OFFER = 6  # times offered at once: enough to choose from, few enough for buttons
 SEARCH = 60  # free times fetched to pick the offer from
 SPREAD = timedelta(minutes=45)  # offered times of one day at least this far apart
@@ -44,6 +45,9 @@ SMALL_TALK = frozenset({"greeting", "thanks", "yes", "no"})
 REMINDER_ANSWERS = ("confirm", "cancel", "reschedule")
 # Asking for something else: not an answer to a reminder.
 NOT_AN_ANSWER = frozenset({"book", "my_appointments", "prices"})
+# Channels that vouch for neither a name nor a phone: a booking made there without both
+# shows "—" in the calendar and nobody can be called, so the bot asks first.
+WEAK_IDENTITY = frozenset({"webchat", "email"})
 
 
 @dataclass
@@ -54,6 +58,7 @@ class Catalog:
     masters: dict[int, str]
     business: dict[str, Any]
     offers: dict[int, frozenset[int]] = field(default_factory=dict)  # master → service ids
+    prices: dict[tuple[int, int], float] = field(default_factory=dict)  # (master, service)
 
     def named_services(self) -> list[nlu.Named]:
         return [nlu.Named(i, s["names"]) for i, s in self.services.items()]
@@ -72,6 +77,7 @@ class _Turn:
     lang: nlu.Language
     today: date
     replies: list[Reply] = field(default_factory=list)
+    gave_contact: bool = False  # this message brought the name or phone the bot asked for
 
     @property
     def state(self) -> dict[str, Any]:
@@ -101,11 +107,17 @@ class OfflineBrain:
     async def respond(self, turn: Turn) -> list[Reply]:
         memory = await recall(self.sessions, turn.conversation_id)
         catalog = await self._catalog()
+        lang = self._language(turn, memory)
+        read = self._latin_reading(turn.text[:MAX_READ], catalog)
+        if read is not None:
+            # "pryvit, mozhna na manikur zavtra?": understood, and answered, in Ukrainian.
+            cyrillic, lang = read
+            turn = turn.model_copy(update={"text": cyrillic})
         t = _Turn(
             turn,
             memory,
             catalog,
-            self._language(turn, memory),
+            lang,
             self.clock().astimezone(catalog.business["tz"]).date(),
         )
         memory.state["lang"] = t.lang
@@ -120,6 +132,24 @@ class OfflineBrain:
         await remember(self.sessions, memory)
         return t.replies
 
+    def _latin_reading(self, text: str, catalog: Catalog) -> tuple[str, nlu.Language] | None:
+        """Ukrainian or Russian typed in Latin letters, in Cyrillic, when reading it so makes
+        more sense of the message than reading it as English: "I want to talk to a real
+        person" stays English even where each word could be read as Ukrainian."""
+        read = translit.cyrillic_reading(text)
+        if read is None:
+            return None
+        today = self.clock().date()
+
+        def sense(said: str) -> int:
+            return (
+                len(nlu.detect_intents(said))
+                + bool(nlu.match_services(said, catalog.named_services()))
+                + bool(nlu.parse_day(said, today))
+            )
+
+        return read if sense(read[0]) > sense(text) else None
+
     # What the client wants ----------------------------------------------------------------
 
     async def _respond(self, t: _Turn) -> None:
@@ -133,12 +163,17 @@ class OfflineBrain:
         if "human" in intents:
             t.replies.append(self._handoff(t, "handoff", "the client asked for a person"))
             return
+        confirming = t.state.get("awaiting") == "confirm"
         phone = find_phone(t.text)
-        if phone is not None:
+        name = nlu.parse_name(t.text, expected=confirming and bool(t.state.get("need")))
+        if phone is not None or name is not None:
             # "Це Оксана, мій номер 067…" or "my number is …, what do I have booked?": the
-            # number joins the card first, so the rest of the message is answered for it.
-            await self._save_phone(t, phone)
-            if not intents - SMALL_TALK:
+            # details join the card first, so the rest of the message is answered for them.
+            # Asked for with a booking's summary, they are the client's yes to it.
+            saved = await self._save_contact(t, phone, name, quiet=confirming)
+            if confirming and saved:
+                t.gave_contact = True
+            elif not intents - SMALL_TALK and not confirming:
                 t.memory.failures = 0
                 return
         handled = (
@@ -191,6 +226,8 @@ class OfflineBrain:
     async def _awaited(self, t: _Turn, intents: set[str]) -> bool:
         """An answer to what the bot asked last turn."""
         awaiting = t.state.get("awaiting")
+        if awaiting == "confirm":
+            return await self._confirm_answer(t, intents)
         if awaiting == "confirm_cancel":
             if "yes" in intents and "no" not in intents:
                 await self._cancel(t, int(t.state["appointment_id"]))
@@ -216,7 +253,7 @@ class OfflineBrain:
             if picked is None and len(offered) == 1 and _agrees(intents):
                 picked = offered[0]  # "yes, that works" to the one time offered
             if picked is not None:
-                await self._take(t, picked)
+                await self._propose(t, picked)
                 return True
             if _agrees(intents) and not (nlu.parse_day(t.text, t.today) or nlu.parse_time(t.text)):
                 t.replies.append(self._say(t, "pick_from_list"))  # "ok" to several times
@@ -224,7 +261,10 @@ class OfflineBrain:
         if awaiting == "service" and not intents & {"cancel", "reschedule", "my_appointments"}:
             return await self._book(t, intents, asked=True)
         if awaiting in ("slot", "new_time") and (
-            nlu.parse_day(t.text, t.today) or nlu.parse_time(t.text) or "any_master" in intents
+            nlu.parse_day(t.text, t.today)
+            or nlu.parse_time(t.text)
+            or "any_master" in intents
+            or (t.state.get("moving_time") and nlu.says_same_time(t.text))
         ):
             return await self._book(t, intents)
         return False
@@ -257,6 +297,11 @@ class OfflineBrain:
             t.replies.append(self._say(t, "address", address=self._business_text(t, "address")))
             said = True
         if said:
+            return True
+        if t.state.get("after") and intents & {"yes", "thanks"} and not intents - SMALL_TALK:
+            # "ок", "дякую", "👍" after a finished booking: a goodbye, not a new booking.
+            t.state.pop("after")
+            t.replies.append(self._say(t, "see_you"))
             return True
         if "greeting" in intents or (not t.state.get("greeted") and not t.text):
             t.state["greeted"] = True
@@ -312,12 +357,17 @@ class OfflineBrain:
         return True
 
     def _remember_when(self, t: _Turn) -> None:
-        day = nlu.parse_day(t.text, t.today)
-        when = nlu.parse_time(t.text)
+        # Moving, "can't make it tomorrow, could we do Wednesday?": the day after the words
+        # that ask for the move is where to, the one before is the visit as it stands.
+        text = nlu.move_target(t.text) if t.state.get("flow") == "move" else t.text
+        day = nlu.parse_day(text, t.today)
+        when = nlu.parse_time(text)
         if day is not None:
             t.state["day"] = [day.first.isoformat(), day.last.isoformat()]
         if when is not None:
             t.state["time"] = [_hhmm(when.at), _hhmm(when.after), _hhmm(when.before)]
+        elif t.state.get("moving_time") and nlu.says_same_time(text):
+            t.state["time"] = [t.state["moving_time"], None, None]  # the time it is now at
 
     async def _offer(self, t: _Turn) -> None:
         """Free times for what the client asked, or the nearest ones when that is full."""
@@ -329,9 +379,10 @@ class OfflineBrain:
             t.replies.append(self._handoff(t, "no_slots", "no free time", service=service))
             return
         at = _time((state.get("time") or (None,))[0])
-        if at is not None and not leads and state["flow"] == "book" and state.get("day"):
-            # A day and an exact time that are free: book it, as a person at the desk would.
-            await self._take(t, found[0])
+        if at is not None and not leads and state.get("day"):
+            # A day and an exact time that are free: say it back and ask, as a person at the
+            # desk would, before anything is written.
+            await self._propose(t, found[0])
             return
         offered = _spread(found, OFFER)
         several = len({s["master_id"] for s in offered}) > 1
@@ -344,7 +395,8 @@ class OfflineBrain:
         listed = "\n".join(self._words(t, "slot_line").format(label=s["label"]) for s in offered)
         master_part = ""
         if not several and offered[0].get("master"):
-            master_part = self._words(t, "offer_master").format(master=offered[0]["master"])
+            master = self._master_name(t, offered[0]["master_id"], "gent")
+            master_part = self._words(t, "offer_master").format(master=master)
         parts = list(leads)
         parts.append(
             self._words(t, "offer_slots").format(service=service, master=master_part, list=listed)
@@ -392,7 +444,7 @@ class OfflineBrain:
         if not found and master_id:
             anyone = {"service_id": service_id, "limit": SEARCH}
             found = await self._around(t, anyone, day) if day else await self._slots(t, anyone)
-            master = t.catalog.masters.get(int(master_id), "")
+            master = self._master_name(t, master_id, "gent")
             leads.append(self._words(t, "master_busy").format(master=master, service=service))
             state["master_id"] = None
         return found, leads
@@ -422,9 +474,92 @@ class OfflineBrain:
         result = await self._tool(t, "find_slots", query)
         return list(result.data.get("slots", [])) if result.ok else []
 
-    async def _take(self, t: _Turn, slot: dict[str, Any]) -> None:
-        """Book (or move to) the time the client picked."""
+    async def _propose(self, t: _Turn, slot: dict[str, Any]) -> None:
+        """Say the booking (or the move) back and ask before writing it: a misread day or
+        service costs the client a "no", never a wrong visit. On a channel that vouches for
+        no one, the name and phone are asked for in the same breath."""
         state = t.state
+        service_id = int(state["service_id"])
+        master_id = slot.get("master_id")
+        start = str(slot["start"])
+        values = {
+            "service": self._service_name(t, service_id),
+            "master": self._master_name(t, master_id, "gent"),
+            "weekday": self._weekday(t, date.fromisoformat(start[:10]).weekday()),
+            "date": _day_month(start[:10]),
+            "time": start[11:16],
+            "price": self._price(t, service_id, master_id),
+        }
+        state["pending"] = {"start": slot["start"], "master_id": master_id}
+        state["awaiting"] = "confirm"
+        state.pop("need", None)
+        if state.get("flow") == "move":
+            values["old"] = state.get("moving", "")
+            t.replies.append(
+                self._say(t, "confirm_move", buttons=self._words(t, "yes_no"), **values)
+            )
+            return
+        need = await self._missing_contact(t)
+        if need:
+            state["need"] = need
+            key = "confirm_book_phone" if need == ["phone"] else "confirm_book_details"
+            t.replies.append(self._say(t, key, **values))
+            return
+        t.replies.append(self._say(t, "confirm_book", buttons=self._words(t, "yes_no"), **values))
+
+    async def _missing_contact(self, t: _Turn) -> list[str]:
+        if t.turn.channel not in WEAK_IDENTITY:
+            return []
+        found = await self._tool(t, "contact", {})
+        if not found.ok:
+            return []
+        missing = [key for key in ("name", "phone") if not found.data.get(f"has_{key}")]
+        return [] if missing == ["name"] else missing  # a phone reaches them; the name can wait
+
+    async def _confirm_answer(self, t: _Turn, intents: set[str]) -> bool:
+        """The client's answer to the summary: yes (or the details asked for) writes it; a
+        new day, time, master or offered time changes the plan; no drops it."""
+        state = t.state
+        pending = state.get("pending") or {}
+        offered = state.get("offered", [])
+        picked = _pick_slot(t.text, offered, t.today) if offered else None
+        if picked is not None and picked["start"] != pending.get("start"):
+            await self._propose(t, picked)  # another of the offered times
+            return True
+        changes = (
+            nlu.parse_day(t.text, t.today)
+            or nlu.parse_time(t.text)
+            or nlu.match_master(t.text, t.catalog.named_masters())
+            or "any_master" in intents
+        )
+        agrees = _agrees(intents) or picked is not None or t.gave_contact
+        if changes and not (agrees and _same_slot(t.text, pending, t.today)):
+            state.pop("pending", None)
+            state["awaiting"] = "slot"
+            return await self._book(t, intents)
+        if "no" in intents and not t.gave_contact:
+            state.pop("pending", None)
+            state["awaiting"] = "slot"
+            buttons = [o["label"] for o in offered]
+            t.replies.append(self._say(t, "propose_declined", buttons=buttons))
+            return True
+        if not agrees:
+            return False
+        if state.get("need"):
+            need = await self._missing_contact(t)
+            if "phone" in need:
+                state["need"] = need
+                t.replies.append(
+                    self._say(t, "ask_details" if "name" in need else "ask_phone_only")
+                )
+                return True
+        await self._commit(t)
+        return True
+
+    async def _commit(self, t: _Turn) -> None:
+        """Book (or move to) the time the client agreed to."""
+        state = t.state
+        slot = state.get("pending") or {}
         if state.get("flow") == "move":
             args = {"appointment_id": state["appointment_id"], "start": slot["start"]}
             if slot.get("master_id"):
@@ -435,20 +570,23 @@ class OfflineBrain:
             args = {"service_id": state["service_id"], "start": slot["start"]}
             if slot.get("master_id"):
                 args["master_id"] = slot["master_id"]
+            if state.get("note"):
+                args["note"] = state["note"]
             result = await self._tool(t, "book", args)
             key, data_key = "booked", "booked"
         if not result.ok:
             alternatives = result.data.get("alternatives") or []
             if alternatives:
                 t.replies.append(self._say(t, "slot_taken"))
-                state.pop("day", None)
-                state.pop("time", None)
+                for stale in ("day", "time", "pending"):
+                    state.pop(stale, None)
                 await self._offer(t)
                 return
             t.replies.append(self._handoff(t, "error", f"{key} failed: {result.error}"))
             return
         done = result.data[data_key]
         self._clear(t)
+        t.state["after"] = key  # an "ok" or "👍" now closes the dialogue, not a new one
         t.replies.append(
             self._say(
                 t,
@@ -457,9 +595,8 @@ class OfflineBrain:
                 weekday=self._weekday(t, done["weekday"]),
                 date=_day_month(done["date"]),
                 time=done["time"],
-                master=done["master"],
-                price=_money(done["price"]),
-                currency=done["currency"],
+                master=person_name(done["master"], "nomn", t.lang),
+                price=self._money(t, done["price"], done["currency"]),
                 address=self._address_part(t, result.data.get("address", "")),
             )
         )
@@ -520,12 +657,22 @@ class OfflineBrain:
         mine = await self._mine(t)
         self._clear(t)
         if not mine:
+            if nlu.match_services(t.text, t.catalog.named_services()):
+                await self._book(t, set())  # "gel at 4 instead": nothing to move, so a booking
+                return
             t.replies.append(self._say(t, "my_none"))
         elif len(mine) == 1:
             await self._move_this(t, mine[0])
         else:
+            # "move the beard one to Thursday": the service says which; a day or time in the
+            # message is where to move it, so only the service narrows here.
+            named = {sid for sid, _ in nlu.match_services(t.text, t.catalog.named_services())}
+            these = [a for a in mine if a["service_id"] in named]
+            if len(these) == 1:
+                await self._move_this(t, these[0])
+                return
             self._remember_when(t)
-            self._ask_which(t, mine, "which_move")
+            self._ask_which(t, these or mine, "which_move")
 
     async def _move_this(
         self, t: _Turn, appointment: dict[str, Any], *, read_when: bool = True
@@ -535,9 +682,26 @@ class OfflineBrain:
             appointment_id=appointment["id"],
             service_id=appointment["service_id"],
             master_id=appointment["master_id"],
+            moving=self._appointment_text(t, appointment, "moving_label"),
+            moving_time=appointment["time"],
         )
         if read_when:
             self._remember_when(t)
+            if t.state.get("day") == [appointment["date"]] * 2 and not t.state.get("time"):
+                t.state.pop("day")  # "move my Friday appointment": the visit, not where to
+        shift = nlu.parse_shift(t.text) if read_when else None
+        if shift is not None and not t.state.get("time"):
+            at = _minutes(appointment["time"])
+            if shift.minutes:
+                moved = at + shift.direction * shift.minutes
+                t.state["time"] = [f"{moved // 60:02d}:{moved % 60:02d}", None, None]
+            elif shift.direction > 0:
+                t.state["time"] = [None, appointment["time"], None]
+            else:
+                t.state["time"] = [None, None, appointment["time"]]
+        if t.state.get("time") and not t.state.get("day"):
+            # "move it to 4 pm", "a bit later that day": the same day as the visit.
+            t.state["day"] = [appointment["date"]] * 2
         if t.state.get("day") or t.state.get("time"):
             await self._offer(t)
             return
@@ -567,9 +731,8 @@ class OfflineBrain:
                 lines.append(
                     self._words(t, "price_one" if len(ids) == 1 else "price_line").format(
                         service=self._service_name(t, sid),
-                        price=_money(s["price"]),
-                        currency=self.currency_of(t),
-                        duration=s["duration"],
+                        price=self._money(t, s["price"], self.currency_of(t)),
+                        duration=locale_text.duration(s["duration"], t.lang),
                     )
                 )
             if len(ids) > 1:
@@ -581,9 +744,8 @@ class OfflineBrain:
                 lines.append(
                     self._words(t, "price_line").format(
                         service=self._service_name(t, sid),
-                        price=_money(s["price"]),
-                        currency=self.currency_of(t),
-                        duration=s["duration"],
+                        price=self._money(t, s["price"], self.currency_of(t)),
+                        duration=locale_text.duration(s["duration"], t.lang),
                     )
                 )
         lines.append(self._words(t, "prices_more"))
@@ -591,20 +753,34 @@ class OfflineBrain:
             Reply(text="\n".join(lines), quick_replies=self._words(t, "main_buttons")[:1])
         )
 
-    async def _save_phone(self, t: _Turn, phone: str) -> None:
+    async def _save_contact(
+        self, t: _Turn, phone: str | None, name: str | None, *, quiet: bool = False
+    ) -> bool:
         """The same thank-you whether the number was new or already on someone's card (then
         staff check the claim and link the cards): a stranger typing numbers learns nothing.
         Typed out of the blue, the words also say how a returning client's appointments join
-        this chat; which words depend on the dialogue only, never on the records."""
-        result = await self._tool(t, "update_contact", {"phone": phone})
+        this chat; which words depend on the dialogue only, never on the records. `quiet`:
+        the details answer the bot's own question, and the answer to that says enough."""
+        args = {k: v for k, v in (("phone", phone), ("name", name)) if v is not None}
+        result = await self._tool(t, "update_contact", args)
+        if not result.ok and phone is not None and name is not None:
+            await self._tool(t, "update_contact", {"name": name})  # the name stands alone
+        if quiet:
+            if not result.ok and phone is not None:
+                t.replies.append(self._say(t, "bad_phone"))
+            return result.ok
         asked = t.state.get("awaiting") == "phone"
         if asked:
             t.state.pop("awaiting")
+        if phone is None:
+            t.replies.append(self._say(t, "name_saved", name=name))
+            return result.ok
         if not result.ok:
             key = "bad_phone"
         else:
             key = "phone_saved" if asked else "phone_noted"
         t.replies.append(self._say(t, key))
+        return result.ok
 
     # Helpers ------------------------------------------------------------------------------
 
@@ -665,6 +841,11 @@ class OfflineBrain:
                 card.staff.id: frozenset(o.service_id for o in card.offers)  # type: ignore[misc]
                 for card in masters
             },
+            prices={
+                (card.staff.id, o.service_id): o.price_minor / 100  # type: ignore[misc]
+                for card in masters
+                for o in card.offers
+            },
             business={
                 "name": business.name,
                 "tz": ZoneInfo(business.timezone),
@@ -673,6 +854,24 @@ class OfflineBrain:
                 "hours_text": business.hours_text or {},
             },
         )
+
+    def _master_name(self, t: _Turn, master_id: int | None, case: morph.Case = "nomn") -> str:
+        """A master's name as the sentence needs it: "у майстра Олени Коваль", in Russian
+        "у мастера Ирины Мельник" (the first name in its Russian spelling)."""
+        name = t.catalog.masters.get(int(master_id)) if master_id else None
+        if not name:
+            return str(self._words(t, "any_master_name"))
+        return person_name(name, case, t.lang)
+
+    def _price(self, t: _Turn, service_id: int, master_id: int | None) -> str:
+        service = t.catalog.services[service_id]
+        amount = service["price"]
+        if master_id:
+            amount = t.catalog.prices.get((int(master_id), service_id), amount)
+        return self._money(t, amount, self.currency_of(t))
+
+    def _money(self, t: _Turn, amount: float, currency: str) -> str:
+        return locale_text.money(amount, currency, t.lang)
 
     def _address_part(self, t: _Turn, address: str) -> str:
         return self._words(t, "address_part").format(address=address) if address else ""
@@ -713,6 +912,26 @@ class OfflineBrain:
 
 
 # Pure helpers -----------------------------------------------------------------------------
+
+
+def person_name(full_name: str, case: morph.Case, lang: nlu.Language) -> str:
+    """A person's name declined for the sentence. In Russian a first name written with
+    Ukrainian letters is spelt the Russian way when the lexicon knows it ("Ірина" → "Ирина",
+    "Андрій" → "Андрей"); one Russian can write ("Олена") stays as the salon wrote it."""
+    if lang == "en":
+        return full_name
+    first, _, rest = full_name.partition(" ")
+    said = first.lower()
+    if lang == "ru" and re.search(r"[іїєґ]", said):  # a spelling Russian has no letters for
+        russian = [
+            v
+            for v in nlu.name_variants(first)
+            if re.fullmatch(r"[а-я]+", v) and morph.word_is_known(v, "ru")
+        ]
+        if russian:  # the nearest spelling: "Ірина" is "Ирина", not "Ира"
+            first = min(russian, key=lambda v: nlu.edit_distance(v, said)).capitalize()
+    return morph.inflect_person(f"{first} {rest}".strip(), case, lang)
+
 
 
 def find_phone(text: str, region: str = "UA") -> str | None:
@@ -815,6 +1034,17 @@ def _pick_slot(text: str, offered: Sequence[dict[str, Any]], today: date) -> dic
     if day is not None:
         same = [s for s in same if day.first.isoformat() <= s["start"][:10] <= day.last.isoformat()]
     return same[0] if len({s["start"][:10] for s in same}) == 1 else None
+
+
+def _same_slot(text: str, pending: dict[str, Any], today: date) -> bool:
+    """Whether a day or time in an agreeing message ("yes, Tuesday at 2 is fine") is just the
+    proposed one said again."""
+    start = str(pending.get("start", ""))
+    day = nlu.parse_day(text, today)
+    if day is not None and not day.first.isoformat() <= start[:10] <= day.last.isoformat():
+        return False
+    when = nlu.parse_time(text)
+    return when is None or when.at is None or _hhmm(when.at) == start[11:16]
 
 
 def _spread(slots: Sequence[dict[str, Any]], count: int) -> list[dict[str, Any]]:

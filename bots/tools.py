@@ -140,6 +140,9 @@ class BookArgs(_Args):
     service_id: int = Field(ge=1)
     start: datetime = Field(description="local time, YYYY-MM-DDTHH:MM")
     master_id: int | None = Field(default=None, ge=1, description="omit for any master")
+    # Who the visit is for when it is not the writer ("for my son"): the booking stays on
+    # the writer's card, where the salon can reach someone, and staff read the note.
+    note: str = Field(default="", max_length=300)
 
 
 class MyAppointmentsArgs(_Args):
@@ -170,6 +173,10 @@ class ConfirmArgs(_Args):
 
 class RemindedAppointmentArgs(_Args):
     """The upcoming appointment the client was last reminded of (in the last three days)."""
+
+
+class ContactArgs(_Args):
+    """What the salon knows of the client: whether their card has a name and a phone."""
 
 
 class UpdateContactArgs(_Args):
@@ -232,6 +239,7 @@ class Tools:
             "update_contact": (UpdateContactArgs, self._update_contact),
             "handoff": (HandoffArgs, self._handoff),
             "reminded_appointment": (RemindedAppointmentArgs, self._reminded_appointment),
+            "contact": (ContactArgs, self._contact),
         }
 
     def for_model(self) -> ModelTools:
@@ -375,6 +383,7 @@ class Tools:
                 now=call.now,
                 author=BOT,
                 source="bot",
+                notes=args.note,
             )
         except SlotUnavailable as exc:
             raise await self._unavailable(call, exc) from None
@@ -460,6 +469,21 @@ class Tools:
             call.session, call.client_id, changes, actor="bot", region=self.region
         )
         return ToolResult(True, {"name": client.name, "phone": noted or client.phone})
+
+    async def _contact(self, args: ContactArgs, call: _Call) -> ToolResult:
+        """Booleans only, and the name the client gave: a brain asks for what is missing
+        before it books on a channel that vouches for neither (the web chat, email)."""
+        del args
+        client = await call.session.get(Client, call.client_id)
+        name = (client.name or "").strip() if client is not None else ""
+        return ToolResult(
+            True,
+            {
+                "has_name": bool(name),
+                "has_phone": await _gave_phone(call.session, call.client_id),
+                "name": name,
+            },
+        )
 
     async def _handoff(self, args: HandoffArgs, call: _Call) -> ToolResult:
         del call

@@ -51,6 +51,7 @@ def build_responder(
             currency=settings.hub_currency,
             max_rounds=settings.hub_llm_max_rounds,
             history_tokens=settings.hub_llm_history_tokens,
+            max_tokens=settings.hub_llm_max_tokens,
         )
     log.info("the AI administrator uses the offline brain (no OPENAI_API_KEY)")
     return OfflineBrain(

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from hub.eval import Brain, Outcome
 
 # Tool refusals, model requests and migrations log at INFO: noise around the table.
-QUIET_LOGGERS = ("bots", "crm_store", "hub", "httpx", "openai", "alembic")
+QUIET_LOGGERS = ("bots", "crm_store", "hub", "httpx", "httpx2", "openai", "alembic")
 NAME_WIDTH = 44
 
 
@@ -191,6 +191,8 @@ def outcome_line(outcome: Outcome) -> str:
     line = f"  {mark}  {s.name:<{NAME_WIDTH}}  {s.spec.language}  {turns} turn{'s' * (turns != 1)}"
     if outcome.handed_off:
         line += f"  hand-off on turn {outcome.handoff_turn}"
+    if outcome.retries or outcome.timeouts:
+        line += f"  model retries {outcome.retries}, timeouts {outcome.timeouts}"
     return line + "".join(f"\n          - {f}" for f in outcome.failures)
 
 
@@ -211,6 +213,62 @@ def dialogue_text(outcome: Outcome) -> str:
 
 
 def totals_text(t: dict[str, Any]) -> str:
+    """The whole run; then, when the suite has an unseen part, the seen and unseen blocks
+    side by side, and the failures by category."""
+    text = _block_text(t)
+    if t.get("unseen"):
+        text += "\n\n" + parts_text(t["seen"], t["unseen"])
+    table = failure_table_text(t.get("failures_by_category") or {})
+    return text + ("\n\n" + table if table else "")
+
+
+def parts_text(seen: dict[str, Any], unseen: dict[str, Any]) -> str:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f} %"
+
+    def num(value: float | None, digits: int = 2) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    rows = [
+        ("", "seen", "unseen"),
+        ("scenarios", str(seen["scenarios"]), str(unseen["scenarios"])),
+        ("task completion", pct(seen["completion"]), pct(unseen["completion"])),
+        ("hand-off precision", num(seen["handoff_precision"]), num(unseen["handoff_precision"])),
+        ("hand-off recall", num(seen["handoff_recall"]), num(unseen["handoff_recall"])),
+        (
+            "turns per booking",
+            num(seen["turns_per_booking"], 1),
+            num(unseen["turns_per_booking"], 1),
+        ),
+        (
+            "failed",
+            str(seen["scenarios"] - seen["passed"]),
+            str(unseen["scenarios"] - unseen["passed"]),
+        ),
+        ("model retries", str(seen["retries"]), str(unseen["retries"])),
+        ("model timeouts", str(seen["timeouts"]), str(unseen["timeouts"])),
+    ]
+    lines = [f"{a:<20}{b:>10}{c:>10}" for a, b, c in rows]
+    for part, block in (("seen", seen), ("unseen", unseen)):
+        table = failure_table_text(block.get("failures_by_category") or {})
+        if table:
+            lines += ["", f"{part}: " + table]
+    return "\n".join(lines)
+
+
+def failure_table_text(table: dict[str, dict[str, Any]]) -> str:
+    """ "failures by category" lines: booked 3/40 failed (not booked 2, wrong booking 1)."""
+    failed = {k: v for k, v in table.items() if v["failed"]}
+    if not failed:
+        return ""
+    lines = ["failures by category"]
+    for category, row in failed.items():
+        checks = ", ".join(f"{label} {n}" for label, n in row["checks"].items())
+        lines.append(f"  {category:<10} {row['failed']}/{row['scenarios']} failed  ({checks})")
+    return "\n".join(lines)
+
+
+def _block_text(t: dict[str, Any]) -> str:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.1f} %"
 
@@ -230,6 +288,8 @@ def totals_text(t: dict[str, Any]) -> str:
         f"(client turns until booked, {t['bookings_passed']} passed booking scenarios)",
         f"by language         {languages}",
     ]
+    if t.get("retries") or t.get("timeouts") or t.get("llm"):
+        lines.append(f"model retries       {t.get('retries', 0)}, timeouts {t.get('timeouts', 0)}")
     llm = t.get("llm")
     if llm:
         note = "  (estimated: the server reported no usage)" if llm["estimated"] else ""

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     hub_llm_retries: int = Field(default=2, ge=0, le=10)
     hub_llm_max_rounds: int = Field(default=6, ge=1, le=20)
     hub_llm_history_tokens: int = Field(default=3000, ge=200)
+    hub_llm_max_tokens: int = Field(default=400, ge=16, le=32000)
     hub_data_dir: Path = Path("./hub-data")
     hub_timezone: str = "Europe/Kyiv"
     hub_currency: str = Field(default="UAH", pattern="^[A-Z]{3}$")

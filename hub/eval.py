@@ -54,6 +54,10 @@ DEFAULT_NOW = datetime(2027, 3, 1, 9, 0)  # a Monday morning
 CHANNEL, INBOX, CHAT = "webchat", "site", "eval-chat"
 SETUP = Author("system")
 BUTTON = re.compile(r"^\{button:(.+)\}$")
+# Scenarios kept out of sight of whoever tunes the bot: a subdirectory of the suite, run with
+# it and reported as a block of its own (and prefixed "unseen/" in names).
+UNSEEN = "unseen"
+Part = Literal["seen", "unseen"]
 Language = Literal["uk", "en", "ru"]
 Brain = Literal["offline", "llm"]
 
@@ -225,6 +229,19 @@ class Scenario:
     bookings: list[ExpectedBooking]
     moves: list[ExpectedMove]
     cancels: list[str]
+    part: Part = "seen"
+
+    @property
+    def category(self) -> str:
+        """What the dialogue should end in, for the failure table."""
+        expect = self.spec.expect
+        if expect.booked:
+            return "booked"
+        if expect.moved:
+            return "moved"
+        if expect.cancelled:
+            return "cancelled"
+        return "handoff" if expect.handoff else "nothing"
 
 
 @dataclass(frozen=True)
@@ -263,8 +280,12 @@ class Catalog:
 
 
 def load_scenarios(directory: Path, catalog: Catalog, only: str | None = None) -> list[Scenario]:
-    files = sorted(directory.glob("*.toml"))
-    scenarios = [load_scenario(path, catalog) for path in files]
+    """The directory's scenarios, then those of its `unseen/` subdirectory."""
+    scenarios = [load_scenario(path, catalog) for path in sorted(directory.glob("*.toml"))]
+    scenarios += [
+        load_scenario(path, catalog, part="unseen")
+        for path in sorted((directory / UNSEEN).glob("*.toml"))
+    ]
     names = [s.name for s in scenarios]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -274,7 +295,7 @@ def load_scenarios(directory: Path, catalog: Catalog, only: str | None = None) -
     return scenarios
 
 
-def load_scenario(path: Path, catalog: Catalog) -> Scenario:
+def load_scenario(path: Path, catalog: Catalog, part: Part = "seen") -> Scenario:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
         spec = ScenarioFile.model_validate(raw)
@@ -291,8 +312,10 @@ def load_scenario(path: Path, catalog: Catalog) -> Scenario:
         catalog.service(a.service, f"{where}: appointment {a.key!r}")
         catalog.master(a.master, f"{where}: appointment {a.key!r}")
     tz = ZoneInfo(TIMEZONE)
+    name = spec.name or path.stem
     return Scenario(
-        name=spec.name or path.stem,
+        name=f"{UNSEEN}/{name}" if part == "unseen" else name,
+        part=part,
         path=path,
         spec=spec,
         now=spec.now.replace(tzinfo=tz) if spec.now.tzinfo is None else spec.now.astimezone(tz),
@@ -426,6 +449,8 @@ class TurnLog:
     replies: list[Reply] = field(default_factory=list)
     answered: bool = False  # False: the conversation was with staff, the bot was not asked
     prompt_tokens: int | None = None
+    retries: int = 0  # the model client's retries in this turn (LLM brain)
+    timeouts: int = 0
 
 
 @dataclass
@@ -438,6 +463,8 @@ class Outcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated_tokens: bool = False
+    retries: int = 0
+    timeouts: int = 0
 
     @property
     def passed(self) -> bool:
@@ -722,6 +749,10 @@ def _count_tokens(brain: Responder, log: TurnLog, outcome: Outcome) -> None:
     if usage is None:
         return
     log.prompt_tokens = usage.prompt_tokens
+    log.retries = getattr(usage, "retries", 0)
+    log.timeouts = getattr(usage, "timeouts", 0)
+    outcome.retries += log.retries
+    outcome.timeouts += log.timeouts
     outcome.prompt_tokens += usage.prompt_tokens
     outcome.completion_tokens += usage.completion_tokens
     outcome.estimated_tokens = outcome.estimated_tokens or usage.estimated
@@ -951,6 +982,19 @@ class Prices:
 
 
 def totals(outcomes: Sequence[Outcome], brain: str, prices: Prices) -> dict[str, Any]:
+    """The whole run's figures, with the seen and the unseen parts as blocks of their own
+    (`unseen` is None when the suite has no unseen part)."""
+    result = figures(outcomes, brain, prices)
+    seen = [o for o in outcomes if o.scenario.part == "seen"]
+    unseen = [o for o in outcomes if o.scenario.part == "unseen"]
+    result["seen"] = figures(seen, brain, prices, parts=False) if unseen else None
+    result["unseen"] = figures(unseen, brain, prices, parts=False) if unseen else None
+    return result
+
+
+def figures(
+    outcomes: Sequence[Outcome], brain: str, prices: Prices, *, parts: bool = True
+) -> dict[str, Any]:
     passed = [o for o in outcomes if o.passed]
     expected = [o for o in outcomes if o.scenario.spec.expect.handoff]
     happened = [o for o in outcomes if o.handed_off]
@@ -978,8 +1022,13 @@ def totals(outcomes: Sequence[Outcome], brain: str, prices: Prices) -> dict[str,
             }
             for lang in languages
         },
+        "retries": sum(o.retries for o in outcomes),
+        "timeouts": sum(o.timeouts for o in outcomes),
+        "failures_by_category": failure_table(outcomes),
         "llm": None,
     }
+    if parts:
+        result["seen"] = result["unseen"] = None
     if brain == "llm":
         result["llm"] = _llm_totals(outcomes, len(passed), prices)
     return result
@@ -1011,6 +1060,55 @@ def _ratio(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
+CATEGORIES = ("booked", "moved", "cancelled", "handoff", "nothing")
+# The check a failure message comes from, by how it starts (see the checks above).
+CHECKS: tuple[tuple[str, str], ...] = (
+    ("booked:", "not booked"),
+    ("forbidden booking", "wrong booking"),
+    ("unexpected booking", "wrong booking"),
+    ("moved:", "not moved"),
+    ("cancelled:", "not cancelled"),
+    ("forbidden change of another client", "other client touched"),
+    ("forbidden cancel", "wrong cancel"),
+    ("unexpected cancel", "wrong cancel"),
+    ("forbidden change", "wrong change"),
+    ("unexpected change", "wrong change"),
+    ("hand-off: expected", "missed hand-off"),
+    ("forbidden hand-off", "needless hand-off"),
+    ("unexpected hand-off", "needless hand-off"),
+    ("reply on", "reply"),
+    ("forbidden text", "forbidden text"),
+    ("leak:", "leak"),
+    ("linked:", "link"),
+)
+
+
+def failed_check(failure: str) -> str:
+    if failure.startswith("turn "):  # the run stopped: the brain raised, or no such button
+        return "crash" if "raised" in failure else "button"
+    return next((label for prefix, label in CHECKS if failure.startswith(prefix)), "other")
+
+
+def failure_table(outcomes: Sequence[Outcome]) -> dict[str, dict[str, Any]]:
+    """Per category of expected end (booked, moved, cancelled, handoff, nothing): how many
+    scenarios, how many failed, and how often each kind of check failed in them."""
+    table: dict[str, dict[str, Any]] = {}
+    for category in CATEGORIES:
+        mine = [o for o in outcomes if o.scenario.category == category]
+        if not mine:
+            continue
+        checks: dict[str, int] = {}
+        for o in mine:
+            for label in sorted({failed_check(f) for f in o.failures}):
+                checks[label] = checks.get(label, 0) + 1
+        table[category] = {
+            "scenarios": len(mine),
+            "failed": sum(not o.passed for o in mine),
+            "checks": dict(sorted(checks.items(), key=lambda kv: (-kv[1], kv[0]))),
+        }
+    return table
+
+
 # Output -----------------------------------------------------------------------------------
 
 
@@ -1028,4 +1126,30 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
         "booking_turn": outcome.booking_turn,
         "prompt_tokens": outcome.prompt_tokens,
         "completion_tokens": outcome.completion_tokens,
+        "part": s.part,
+        "category": s.category,
+        "failed_checks": sorted({failed_check(f) for f in outcome.failures}),
+        "retries": outcome.retries,
+        "timeouts": outcome.timeouts,
+        "dialogue": [turn_json(log) for log in outcome.turns],
+    }
+
+
+def turn_json(log: TurnLog) -> dict[str, Any]:
+    """One client turn as the JSON report shows it: what was said back, with buttons and
+    hand-offs; `answered` false when the conversation was with staff."""
+    return {
+        "client": log.text,
+        "answered": log.answered,
+        "replies": [
+            {
+                "text": r.text,
+                "quick_replies": list(r.quick_replies),
+                "handoff": r.handoff,
+                "handoff_reason": r.handoff_reason,
+            }
+            for r in log.replies
+        ],
+        "retries": log.retries,
+        "timeouts": log.timeouts,
     }

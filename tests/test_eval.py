@@ -37,12 +37,19 @@ def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[
 
 
 def test_the_suite_against_the_offline_brain(capsys: pytest.CaptureFixture[str]) -> None:
-    code, report = run_json(capsys, "--brain", "offline", "--min-completion", "0.9")
-    totals = report["totals"]
+    code, report = run_json(capsys, "--brain", "offline")
+    whole = report["totals"]
     assert code == 0
-    assert totals["brain"] == "offline" and totals["llm"] is None
-    assert totals["scenarios"] == len(list(SUITE.glob("*.toml"))) >= 45
-    assert totals["completion"] >= 0.9, [s for s in report["scenarios"] if not s["passed"]]
+    assert whole["brain"] == "offline" and whole["llm"] is None
+    # The bar is held on the seen part: the unseen one (tests/scenarios/unseen/, when it is
+    # there) is reported beside it, not tuned for.
+    seen, unseen = len(list(SUITE.glob("*.toml"))), len(list(SUITE.glob("unseen/*.toml")))
+    assert whole["scenarios"] == seen + unseen and seen >= 45
+    totals = whole["seen"] or whole
+    assert totals["scenarios"] == seen
+    assert (whole["unseen"] or {"scenarios": 0})["scenarios"] == unseen
+    failed = [s["name"] for s in report["scenarios"] if not s["passed"] and s["part"] == "seen"]
+    assert totals["completion"] >= 0.9, failed
     assert totals["handoff_precision"] >= 0.9 and totals["handoff_recall"] >= 0.9
     assert totals["handoff_expected"] >= 8
     assert 1 <= totals["turns_per_booking"] <= 5 and totals["bookings_passed"] >= 15
@@ -126,7 +133,7 @@ def test_auto_is_the_offline_brain_without_a_key() -> None:
 LLM_SCENARIOS = {
     "llm-book": """
 language = "uk"
-turns = ["Хочу на манікюр з покриттям завтра після 3", "Дякую!"]
+turns = ["Хочу на манікюр з покриттям завтра після 3", "Ірина, 067 123 45 67", "Дякую!"]
 
 [[expect.booked]]
 service = "gel_manicure"
@@ -236,10 +243,11 @@ def test_the_llm_brain_against_the_fake_server(
     assert totals["handoff_precision"] == 1.0 and totals["handoff_recall"] == 1.0
     assert not fake.unexpected
     llm = totals["llm"]
-    # Bot turns: two for the booking, one for the price, one before the hand-off.
-    assert llm["bot_turns"] == 4 and llm["estimated"] is False
+    # Bot turns: three for the booking (the summary, the name and phone that book it, the
+    # thanks), one for the price, one before the hand-off.
+    assert llm["bot_turns"] == 5 and llm["estimated"] is False
     assert llm["prompt_tokens"] == reported
-    assert llm["prompt_tokens_per_turn_mean"] == pytest.approx(llm["prompt_tokens"] / 4)
+    assert llm["prompt_tokens_per_turn_mean"] == pytest.approx(llm["prompt_tokens"] / 5)
     assert llm["prompt_tokens_per_turn_p50"] > 0
     cost = (llm["prompt_tokens"] * 0.15 + llm["completion_tokens"] * 0.60) / 1e6
     assert llm["cost_usd"] == pytest.approx(cost)
