@@ -35,7 +35,9 @@ __all__ = [
     "parse_day",
     "move_target",
     "name_variants",
+    "for_whom",
     "parse_name",
+    "several_services",
     "parse_shift",
     "says_same_time",
     "unoffered_service",
@@ -252,6 +254,7 @@ class _Lexicon:
     ordinal_suffixes: frozenset[str]
     option_words: frozenset[str]
     ordinal_filler: frozenset[str]
+    ordinal_anywhere: dict[str, int]
     name_intros: tuple[_Pattern, ...]
     name_glue: frozenset[str]
     emoji: dict[str, frozenset[str]]  # intent → emoji that say it
@@ -262,6 +265,8 @@ class _Lexicon:
     later: tuple[_Pattern, ...]
     shift_amounts: tuple[tuple[_Pattern, int], ...]
     appointment_words: tuple[_Pattern, ...]
+    without: frozenset[str]
+    for_whom: dict[str, frozenset[str]]
     not_offered: tuple[_Pattern, ...]
 
 
@@ -357,6 +362,8 @@ def _lexicon() -> _Lexicon:
         durations=tuple((_norm_set(d["after"]), _norm_set(d["units"])) for d in hours["durations"]),
         concepts=concepts,
         name_filler=_norm_set(services["name_filler"]),
+        without=_norm_set(_all_languages(services["without"])),
+        for_whom={k: _norm_set(_all_languages(v)) for k, v in services["for_whom"].items() if not k.startswith("_")},
         name_groups=tuple(_norm_set(g) for g in raw["masters"]["name_variants"]),
         ordinals=_word_map(
             (int(k), _all_languages(v)) for k, v in raw["ordinals"]["numbers"].items()
@@ -364,6 +371,9 @@ def _lexicon() -> _Lexicon:
         ordinal_suffixes=_norm_set(raw["ordinals"]["suffixes"]),
         option_words=_norm_set(_all_languages(raw["ordinals"]["option_words"])),
         ordinal_filler=_norm_set(_all_languages(raw["ordinals"]["filler"])),
+        ordinal_anywhere=_word_map(
+            (int(k), v) for k, v in raw["ordinals"]["anywhere"].items() if not k.startswith("_")
+        ),
         name_intros=_patterns(_all_languages(raw["names"]["intros"])),
         name_glue=_norm_set(_all_languages(raw["names"]["glue"])),
         emoji={k: frozenset(v) for k, v in raw["emoji"].items() if not k.startswith("_")},
@@ -786,7 +796,7 @@ def parse_time(text: str) -> TimeSpec | None:
     said = _AMPM.sub(r"\1m", normalize(text))
     said = _without_phones(said)
     said = _blank(said, ((d.start, d.end) for d in _dates(said)))
-    said = _spoken_clocks(said)
+    said = _hour_after_day(_spoken_clocks(said), lex)
     tokens = _tokens(said)
     words = [t.text for t in tokens]
     # "Добрий вечір" greets, it does not ask for the evening.
@@ -844,6 +854,34 @@ def _spoken_clocks(said: str) -> str:
     Russian "полчетвертого" (half of the fourth hour) is 3:30."""
     said = _SPACED_CLOCK.sub(r"\1:\2", said)
     return _HALF_BEFORE.sub(lambda m: f"{_HOUR_ORDINALS[m.group(1)] - 1 or 12}:30", said)
+
+
+def _hour_after_day(said: str, lex: _Lexicon) -> str:
+    """"sunday 11", "в суботу 13", "завтра 15": a bare number right after a day is the hour
+    (a day of the month comes before a month name, and is blanked out before this)."""
+    words = _day_words()
+
+    def clock(match: re.Match[str]) -> str:
+        hour = int(match.group(2))
+        if match.group(1) not in words or not 7 <= hour <= 23:
+            return match.group(0)
+        return f"{match.group(1)} {hour}:00"
+
+    return _DAY_THEN_NUMBER.sub(clock, said)
+
+
+_DAY_THEN_NUMBER = re.compile(r"([^\W\d_]+'?[^\W\d_]*),?\s+(\d{1,2})(?![\d:.,/]|\s*(?:-?(?:го|е|th))\b)")
+
+
+@cache
+def _day_words() -> frozenset[str]:
+    lex = _lexicon()
+    single = {
+        p.words[0]
+        for p in (*lex.today, *lex.tomorrow, *lex.day_after)
+        if len(p.words) == 1
+    }
+    return frozenset(set(lex.weekdays) | single)
 
 
 def _part_phrase_indexes(words: Sequence[str], lex: _Lexicon) -> set[int]:
@@ -1152,10 +1190,18 @@ def match_services(
     """
     lex = _lexicon()
     indexed = _index(tuple(Named(s.id, tuple(s.names)) for s in services))
+    words = _words(normalize(text))
+    # "манікюр без покриття", "no polish": the word after "without" is what is not wanted.
+    unwanted = {i + 1 for i, w in enumerate(words) if w in lex.without}
     said = [
         w
-        for w in _words(normalize(text))
-        if not w.isdigit() and len(w) >= 2 and w not in lex.filler and w not in lex.not_service
+        for i, w in enumerate(words)
+        if i not in unwanted
+        and not w.isdigit()
+        and len(w) >= 2
+        and w not in lex.filler
+        and w not in lex.not_service
+        and w not in lex.without
     ]
     if not said or not indexed:
         return []
@@ -1330,7 +1376,8 @@ def parse_ordinal(text: str) -> int | None:
     if len(rest) == 2 and rest[0].isdigit() and rest[1] in lex.ordinal_suffixes:
         rest = rest[:1]  # "2nd", "2-й": the number with its suffix
     if len(rest) != 1:
-        return None
+        anywhere = {lex.ordinal_anywhere[w] for w in rest if w in lex.ordinal_anywhere}
+        return anywhere.pop() if len(anywhere) == 1 else None
     word = rest[0]
     if word.isdigit() and len(words) > 1:
         return int(word) if 1 <= int(word) <= 9 else None  # "2nd one", "2-й варіант"
@@ -1443,6 +1490,51 @@ def parse_shift(text: str) -> Shift | None:
         return None
     amount = next((m for p, m in lex.shift_amounts if _any(words, (p,))), None)
     return Shift(-1 if earlier else 1, amount)
+
+
+_JOINS = re.compile(r"\s*(?:[,;+&/]|\b(?:і|й|та|и|а також|а потом|потім|потом|and|then|plus|also)\b)\s*")
+
+
+def for_whom(text: str) -> Literal["men", "women"] | None:
+    """Whether the visit is for a man or a woman, when the message says ("для сина", "for my
+    wife", "and a beard"); None when it says neither or both."""
+    words = set(_words(normalize(text)))
+    said = [kind for kind, hints in _lexicon().for_whom.items() if words & hints]
+    return cast(Literal["men", "women"], said[0]) if len(said) == 1 else None
+
+
+def prefer_for_whom(
+    found: list[tuple[int, float]], text: str, services: Sequence[Named], spread: float = 6.0
+) -> list[tuple[int, float]]:
+    """Matches re-ordered so that, among those as good as the best, the men's or women's
+    service the message points to comes first and the other drops out."""
+    whom = for_whom(text)
+    if whom is None or len(found) < 2:
+        return found
+    best = found[0][1]
+    close = [f for f in found if best - f[1] <= spread]
+    if len(close) < 2:
+        return found
+    fitting = {sid for sid, _ in match_services(whom, services, limit=20)}
+    chosen = [f for f in close if f[0] in fitting]
+    if len(chosen) != 1:
+        return found
+    return chosen + [f for f in found if f not in close]
+
+
+def several_services(text: str, services: Sequence[Named]) -> list[int]:
+    """Two or more services named apart in one message ("манікюр і педикюр", "a cut and a
+    beard trim"), in the order said; empty when the message names one. A part that fits
+    several services alike counts as its best fit: beside a second service it is a visit
+    being planned, and the summary before booking says what was understood."""
+    named: list[int] = []
+    for part in _JOINS.split(normalize(text)):
+        found = prefer_for_whom(match_services(part, services), text, services) if part else []
+        if not found:
+            continue
+        if found[0][0] not in named:
+            named.append(found[0][0])
+    return named if len(named) > 1 else []
 
 
 def says_same_time(text: str) -> bool:

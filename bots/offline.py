@@ -59,6 +59,7 @@ class Catalog:
     business: dict[str, Any]
     offers: dict[int, frozenset[int]] = field(default_factory=dict)  # master → service ids
     prices: dict[tuple[int, int], float] = field(default_factory=dict)  # (master, service)
+    durations: dict[tuple[int, int], int] = field(default_factory=dict)  # (master, service)
 
     def named_services(self) -> list[nlu.Named]:
         return [nlu.Named(i, s["names"]) for i, s in self.services.items()]
@@ -173,7 +174,7 @@ class OfflineBrain:
             saved = await self._save_contact(t, phone, name, quiet=confirming)
             if confirming and saved:
                 t.gave_contact = True
-            elif not intents - SMALL_TALK and not confirming:
+            elif not intents - SMALL_TALK and not confirming and not self._asks_more(t):
                 t.memory.failures = 0
                 return
         handled = (
@@ -189,6 +190,15 @@ class OfflineBrain:
             t.replies.append(self._handoff(t, "handoff_failed", "the bot could not help twice"))
         else:
             t.replies.append(self._say(t, "fallback", buttons=self._words(t, "main_buttons")))
+
+    def _asks_more(self, t: _Turn) -> bool:
+        """Whether a message giving a name or number also asks for something: "на стрижку в
+        суботу о 13, мене Тарас звати, 095…" is a booking too."""
+        return bool(
+            nlu.match_services(t.text, t.catalog.named_services())
+            or nlu.parse_day(t.text, t.today)
+            or nlu.parse_time(t.text)
+        )
 
     async def _reminder_answer(self, t: _Turn, intents: set[str]) -> bool:
         """A tap on a reminder's button, or the same in words, acts at once on the appointment
@@ -276,26 +286,48 @@ class OfflineBrain:
         if "reschedule" in intents:
             await self._start_move(t)
             return True
-        if "my_appointments" in intents:
+        if "my_appointments" in intents and not intents & {"hours", "address", "prices"}:
             await self._list_mine(t)
             return True
-        services = nlu.match_services(t.text, t.catalog.named_services())
-        wants_booking = "book" in intents or (
-            t.state.get("flow") == "book"
-            and (nlu.parse_day(t.text, t.today) or nlu.parse_time(t.text))
+        named = t.catalog.named_services()
+        several = nlu.several_services(t.text, named)
+        services = [(sid, 100.0) for sid in several] or nlu.prefer_for_whom(
+            nlu.match_services(t.text, named), t.text, named
         )
-        if "prices" in intents:
-            self._prices(t, services)
-            return True
-        if wants_booking or (services and not intents & {"hours", "address"}):
-            return await self._book(t, intents)
+        when = nlu.parse_day(t.text, t.today) or nlu.parse_time(t.text)
+        # One message, several wishes ("haircut and beard on Saturday, how much?"): each
+        # question is answered, and a booking it also asks for goes on after the answers.
         said = False
+        if "prices" in intents:
+            self._prices(t, services, several=bool(several))
+            said = True
         if "hours" in intents:
             t.replies.append(self._say(t, "hours", hours=self._business_text(t, "hours_text")))
             said = True
         if "address" in intents:
             t.replies.append(self._say(t, "address", address=self._business_text(t, "address")))
             said = True
+        if "my_appointments" in intents:
+            await self._list_mine(t)
+            return True
+        if not services and (unoffered := nlu.unoffered_service(t.text, named)):
+            t.replies.append(
+                self._say(
+                    t,
+                    "declined_service",
+                    asked=unoffered,
+                    offered=self._categories(t),
+                    buttons=self._words(t, "main_buttons")[:2],
+                )
+            )
+            return True
+        wants_booking = "book" in intents or bool(services and when) or (
+            t.state.get("flow") == "book" and when
+        )
+        if wants_booking or (services and not said):
+            if said and not services and t.state.get("service_id") is None:
+                return True  # "what are your hours, I'd like to come": the answer first
+            return await self._book(t, intents)
         if said:
             return True
         if t.state.get("after") and intents & {"yes", "thanks"} and not intents - SMALL_TALK:
@@ -328,7 +360,15 @@ class OfflineBrain:
             self._clear(t)
             state["flow"] = "book"
         if state["flow"] == "book":
-            matches = nlu.match_services(t.text, t.catalog.named_services())
+            named = t.catalog.named_services()
+            several = nlu.several_services(t.text, named)
+            if several:
+                # "манікюр і педикюр в п'ятницю": one visit, the services one after another.
+                state["service_id"], state["then"] = several[0], several[1:]
+            matches = [] if several else nlu.match_services(t.text, named)
+            matches = nlu.prefer_for_whom(matches, t.text, named)
+            if nlu.for_whom(t.text) and not state.get("note"):
+                state["note"] = t.text[:300]  # "for my son": staff see who comes
             if matches:
                 best = matches[0][1]
                 close = [sid for sid, score in matches if best - score <= AMBIGUOUS]
@@ -482,7 +522,8 @@ class OfflineBrain:
         service_id = int(state["service_id"])
         master_id = slot.get("master_id")
         start = str(slot["start"])
-        values = {
+        values: dict[str, Any] = {
+            "extra": "",
             "service": self._service_name(t, service_id),
             "master": self._master_name(t, master_id, "gent"),
             "weekday": self._weekday(t, date.fromisoformat(start[:10]).weekday()),
@@ -493,6 +534,17 @@ class OfflineBrain:
         state["pending"] = {"start": slot["start"], "master_id": master_id}
         state["awaiting"] = "confirm"
         state.pop("need", None)
+        if state.get("then") and state.get("flow") == "book":
+            chain = await self._chain(t, slot, [int(i) for i in state["then"]])
+            state["pending"]["chain"] = chain
+            values["extra"] = "".join(
+                self._words(t, "and_then").format(
+                    service=self._service_name(t, extra["service_id"]),
+                    time=extra["start"][11:16],
+                    price=self._price(t, extra["service_id"], extra.get("master_id")),
+                )
+                for extra in chain
+            )
         if state.get("flow") == "move":
             values["old"] = state.get("moving", "")
             t.replies.append(
@@ -506,6 +558,40 @@ class OfflineBrain:
             t.replies.append(self._say(t, key, **values))
             return
         t.replies.append(self._say(t, "confirm_book", buttons=self._words(t, "yes_no"), **values))
+
+    async def _chain(
+        self, t: _Turn, first: dict[str, Any], services: list[int]
+    ) -> list[dict[str, Any]]:
+        """The next services of a visit, each at the first free time that day after the one
+        before ends (with the same master when they do it)."""
+        chain: list[dict[str, Any]] = []
+        start, master_id, service_id = str(first["start"]), first.get("master_id"), None
+        service_id = int(t.state["service_id"])
+        for next_id in services:
+            ends = _minutes(start[11:16]) + self._duration(t, service_id, master_id)
+            query: dict[str, Any] = {
+                "service_id": next_id,
+                "date_from": start[:10],
+                "date_to": start[:10],
+                "after": f"{ends // 60:02d}:{ends % 60:02d}",
+                "limit": 20,
+            }
+            found = await self._slots(t, query)
+            same = [s for s in found if master_id and s.get("master_id") == master_id]
+            if not (same or found):
+                break
+            slot = (same or found)[0]
+            chain.append(
+                {"service_id": next_id, "start": slot["start"], "master_id": slot["master_id"]}
+            )
+            start, master_id, service_id = slot["start"], slot["master_id"], next_id
+        return chain
+
+    def _duration(self, t: _Turn, service_id: int, master_id: int | None) -> int:
+        default = int(t.catalog.services[service_id]["held"])
+        if not master_id:
+            return default
+        return t.catalog.durations.get((int(master_id), service_id), default)
 
     async def _missing_contact(self, t: _Turn) -> list[str]:
         if t.turn.channel not in WEAK_IDENTITY:
@@ -574,6 +660,14 @@ class OfflineBrain:
                 args["note"] = state["note"]
             result = await self._tool(t, "book", args)
             key, data_key = "booked", "booked"
+            if result.ok:
+                for extra in slot.get("chain", []):
+                    more = {k: v for k, v in extra.items() if v is not None}
+                    done = await self._tool(t, "book", more)
+                    if not done.ok:  # the first is booked; staff fit the rest
+                        t.replies.append(self._handoff(t, "error", f"book failed: {done.error}"))
+                        return
+                    result.data.setdefault("more", []).append(done.data["booked"])
         if not result.ok:
             alternatives = result.data.get("alternatives") or []
             if alternatives:
@@ -585,6 +679,14 @@ class OfflineBrain:
             t.replies.append(self._handoff(t, "error", f"{key} failed: {result.error}"))
             return
         done = result.data[data_key]
+        extra = "".join(
+            self._words(t, "and_then").format(
+                service=more["service"],
+                time=more["time"],
+                price=self._money(t, more["price"], more["currency"]),
+            )
+            for more in result.data.get("more", [])
+        )
         self._clear(t)
         t.state["after"] = key  # an "ok" or "👍" now closes the dialogue, not a new one
         t.replies.append(
@@ -597,6 +699,7 @@ class OfflineBrain:
                 time=done["time"],
                 master=person_name(done["master"], "nomn", t.lang),
                 price=self._money(t, done["price"], done["currency"]),
+                extra=extra,
                 address=self._address_part(t, result.data.get("address", "")),
             )
         )
@@ -720,7 +823,9 @@ class OfflineBrain:
 
     # Other answers ------------------------------------------------------------------------
 
-    def _prices(self, t: _Turn, services: list[tuple[int, float]]) -> None:
+    def _prices(
+        self, t: _Turn, services: list[tuple[int, float]], *, several: bool = False
+    ) -> None:
         catalog = t.catalog.services
         if services:
             best = services[0][1]
@@ -737,7 +842,10 @@ class OfflineBrain:
                 )
             if len(ids) > 1:
                 lines.insert(0, self._words(t, "prices_header"))
-            t.state.update(flow="book", service_id=ids[0] if len(ids) == 1 else None)
+            if several:
+                t.state.update(flow="book", service_id=ids[0], then=ids[1:])
+            else:
+                t.state.update(flow="book", service_id=ids[0] if len(ids) == 1 else None)
         else:
             lines = [self._words(t, "prices_header")]
             for sid, s in catalog.items():
@@ -832,6 +940,7 @@ class OfflineBrain:
                     "ru": s.name_ru or s.name_uk,
                     "price": s.price_minor / 100,
                     "duration": s.duration_min,
+                    "held": s.duration_min + s.buffer_min,
                 }
                 for s in services
                 if s.id in offered
@@ -843,6 +952,11 @@ class OfflineBrain:
             },
             prices={
                 (card.staff.id, o.service_id): o.price_minor / 100  # type: ignore[misc]
+                for card in masters
+                for o in card.offers
+            },
+            durations={  # the time a visit holds the master: the buffer after it too
+                (card.staff.id, o.service_id): o.duration_min + o.buffer_min  # type: ignore[misc]
                 for card in masters
                 for o in card.offers
             },
@@ -885,6 +999,12 @@ class OfflineBrain:
 
     def _service_name(self, t: _Turn, service_id: int) -> str:
         return str(t.catalog.services[service_id][t.lang])
+
+    def _categories(self, t: _Turn) -> str:
+        """What the salon does, in a few words: its services' names, the first of each
+        kind, so a declined wish is answered with what there is."""
+        names = [self._service_name(t, sid) for sid in t.catalog.services]
+        return ", ".join(names[:8]) + ("…" if len(names) > 8 else "")
 
     def _service_buttons(self, t: _Turn) -> list[str]:
         return [self._service_name(t, sid)[:64] for sid in list(t.catalog.services)[:8]]
