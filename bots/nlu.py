@@ -1319,7 +1319,12 @@ def _name_similarity(said: str, name_word: str) -> float:
     ours, theirs = _name_forms(said), _name_forms(name_word)
     if any(len(a) >= 3 and a == b for a in ours for b in theirs):
         return 1.0
-    if any(len(a) >= 5 and len(b) >= 5 and _distance(a, b) <= 1 for a in ours for b in theirs):
+    # A typo, not another name: "Саша" is not "Маша", so the first letter must agree.
+    if any(
+        len(a) >= 5 and len(b) >= 5 and a[0] == b[0] and _distance(a, b) <= 1
+        for a in ours
+        for b in theirs
+    ):
         return 0.85
     return 0.0
 
@@ -1528,7 +1533,16 @@ def several_services(text: str, services: Sequence[Named]) -> list[int]:
     several services alike counts as its best fit: beside a second service it is a visit
     being planned, and the summary before booking says what was understood."""
     named: list[int] = []
-    for part in _JOINS.split(normalize(text)):
+    said = normalize(text)
+    # A service whose own name holds "and" ("Brow shaping and tint") is one wish, not two.
+    for service in services:
+        for name in service.names:
+            whole = normalize(name)
+            if " " in whole and re.search(rf"\b{re.escape(whole)}\b", said):
+                said = said.replace(whole, " ")
+                named.append(service.id)
+                break
+    for part in _JOINS.split(said):
         found = prefer_for_whom(match_services(part, services), text, services) if part else []
         if not found:
             continue

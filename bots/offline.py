@@ -269,7 +269,23 @@ class OfflineBrain:
                 t.replies.append(self._say(t, "pick_from_list"))  # "ok" to several times
                 return True
         if awaiting == "service" and not intents & {"cancel", "reschedule", "my_appointments"}:
+            choices = t.state.get("service_choices") or []
+            place = nlu.parse_ordinal(t.text)
+            named = nlu.match_services(t.text, t.catalog.named_services())
+            if choices and not named and (place or _agrees(intents)):
+                # "так" or "the second one" to "which: gel manicure or gel pedicure?"; the
+                # summary before booking says which was taken, so a wrong guess costs a "no".
+                index = (place - 1 if place > 0 else place) if place else 0
+                if -len(choices) <= index < len(choices):
+                    t.state["service_id"] = choices[index]
+                    t.state.pop("service_choices", None)
+                    return await self._book(t, intents)
             return await self._book(t, intents, asked=True)
+        if awaiting in ("which_cancel", "which_move") and _agrees(intents):
+            key = "which_cancel" if awaiting == "which_cancel" else "which_move"
+            buttons = [c["label"] for c in t.state.get("choices", [])]
+            t.replies.append(self._say(t, key, buttons=buttons))  # "yes" is not one of them
+            return True
         if awaiting in ("slot", "new_time") and (
             nlu.parse_day(t.text, t.today)
             or nlu.parse_time(t.text)
@@ -374,6 +390,7 @@ class OfflineBrain:
                 close = [sid for sid, score in matches if best - score <= AMBIGUOUS]
                 if len(close) > 1 and state.get("service_id") not in close:
                     state["awaiting"] = "service"
+                    state["service_choices"] = close
                     self._remember_when(t)
                     names = [self._service_name(t, sid) for sid in close]
                     t.replies.append(self._say(t, "ask_service", buttons=names))
