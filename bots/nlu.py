@@ -33,6 +33,7 @@ __all__ = [
     "match_services",
     "normalize",
     "parse_day",
+    "last_day",
     "move_target",
     "name_variants",
     "for_whom",
@@ -806,7 +807,8 @@ def parse_time(text: str) -> TimeSpec | None:
     used_markers = _read_context(tokens, hours, lex, ignored)
     _join_ranges(tokens, hours, lex)
     global_part = _global_part(words, lex, ignored | used_markers)
-    accepted = [h for h in hours if h.accepted]
+    # "не в час, а в 10": the time said with "not" is the one the client does not want.
+    accepted = [h for h in hours if h.accepted and not _negated_at(words, h.first, lex)]
     if not accepted:
         if global_part is None:
             return None
@@ -854,6 +856,12 @@ def _spoken_clocks(said: str) -> str:
     Russian "полчетвертого" (half of the fourth hour) is 3:30."""
     said = _SPACED_CLOCK.sub(r"\1:\2", said)
     return _HALF_BEFORE.sub(lambda m: f"{_HOUR_ORDINALS[m.group(1)] - 1 or 12}:30", said)
+
+
+def _negated_at(words: Sequence[str], first: int, lex: _Lexicon) -> bool:
+    glue = _CLOCK_PREPOSITIONS | {"в", "у", "на", "for", "by"}
+    before = [w for w in words[max(0, first - 3) : first] if w not in glue]
+    return bool(before) and before[-1] in lex.negations
 
 
 def _hour_after_day(said: str, lex: _Lexicon) -> str:
@@ -1456,6 +1464,22 @@ def name_variants(first_name: str) -> tuple[str, ...]:
         if said in group:
             return tuple(group)
     return (said,)
+
+
+def last_day(text: str, today: date) -> DaySpan | None:
+    """The day named last: in "з сьогодні на середу", "from Friday to Monday" the visit
+    moves to the second."""
+    lex = _lexicon()
+    words = normalize(text).split()
+    for i in range(len(words) - 1, -1, -1):
+        found = parse_day(" ".join(words[i:]), today)
+        if found is not None:
+            # "на наступну середу": the words just before may say which week.
+            for back in range(max(0, i - 2), i):
+                if _any(words[back:i], lex.next) or _any(words[back:i], lex.next_week):
+                    return parse_day(" ".join(words[back:]), today) or found
+            return found
+    return None
 
 
 def move_target(text: str) -> str:

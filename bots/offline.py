@@ -402,6 +402,8 @@ class OfflineBrain:
             if "any_master" in intents:
                 state["master_id"] = None
         self._remember_when(t)
+        if state["flow"] == "move" and state.get("time") and not state.get("day"):
+            state["day"] = [state["moving_date"]] * 2  # "at 10:30": the day of the visit
         if state.get("service_id") is None:
             if asked:
                 state["awaiting"] = "service"
@@ -416,8 +418,9 @@ class OfflineBrain:
     def _remember_when(self, t: _Turn) -> None:
         # Moving, "can't make it tomorrow, could we do Wednesday?": the day after the words
         # that ask for the move is where to, the one before is the visit as it stands.
-        text = nlu.move_target(t.text) if t.state.get("flow") == "move" else t.text
-        day = nlu.parse_day(text, t.today)
+        moving = t.state.get("flow") == "move"
+        text = nlu.move_target(t.text) if moving else t.text
+        day = nlu.last_day(text, t.today) if moving else nlu.parse_day(text, t.today)
         when = nlu.parse_time(text)
         if day is not None:
             t.state["day"] = [day.first.isoformat(), day.last.isoformat()]
@@ -436,6 +439,10 @@ class OfflineBrain:
             t.replies.append(self._handoff(t, "no_slots", "no free time", service=service))
             return
         at = _time((state.get("time") or (None,))[0])
+        if nlu.parse_ordinal(t.text) == 1 and not leads:
+            # "на найближчий час", "the earliest you have": that one, said back to confirm.
+            await self._propose(t, found[0])
+            return
         if at is not None and not leads and state.get("day"):
             # A day and an exact time that are free: say it back and ask, as a person at the
             # desk would, before anything is written.
@@ -528,6 +535,8 @@ class OfflineBrain:
         return _nearest_days(found, day[0])
 
     async def _slots(self, t: _Turn, query: dict[str, Any]) -> list[dict[str, Any]]:
+        if t.state.get("flow") == "move" and t.state.get("appointment_id"):
+            query = {**query, "moving": t.state["appointment_id"]}  # "an hour earlier" overlaps it
         result = await self._tool(t, "find_slots", query)
         return list(result.data.get("slots", [])) if result.ok else []
 
@@ -804,6 +813,7 @@ class OfflineBrain:
             master_id=appointment["master_id"],
             moving=self._appointment_text(t, appointment, "moving_label"),
             moving_time=appointment["time"],
+            moving_date=appointment["date"],
         )
         if read_when:
             self._remember_when(t)

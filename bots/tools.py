@@ -132,6 +132,9 @@ class FindSlotsArgs(_Args):
     after: time | None = Field(default=None, description="earliest start, HH:MM")
     before: time | None = Field(default=None, description="latest start, HH:MM")
     limit: int = Field(default=6, ge=1, le=100)
+    moving: int | None = Field(
+        default=None, ge=1, description="id of the client's own appointment being moved"
+    )
 
 
 class BookArgs(_Args):
@@ -326,6 +329,8 @@ class Tools:
         if last < first:
             raise ToolError("date_to is before date_from (or in the past)")
         last = min(last, first + timedelta(days=MAX_SLOT_DAYS - 1))
+        if args.moving is not None:
+            await self._own(call, args.moving)  # its time is free only to its own client
         found = await find_slots(
             call.session,
             service_id=service.id,  # type: ignore[arg-type]
@@ -335,6 +340,7 @@ class Tools:
             master_id=args.master_id,
             earliest=earliest,
             latest=latest,
+            ignore_appointment=args.moving,
         )
         fitting = [s for s in found if _within(s, call.rules, args.after, args.before)]
         names = await _staff_names(call.session, {s.master_id for s in fitting})
