@@ -19,6 +19,7 @@ from typing import Any, Literal, cast
 
 from rapidfuzz.distance import DamerauLevenshtein
 
+from bots import dates
 from prompts import load_json
 
 __all__ = [
@@ -718,7 +719,8 @@ def parse_day(text: str, today: date) -> DaySpan | None:
         return DaySpan(monday + timedelta(days=7), monday + timedelta(days=13))
     if _any(words, lex.this_week):
         return DaySpan(today, monday + timedelta(days=6))
-    return None
+    read = dates.read_day(text, today)  # what the rules leave: "березня 15", "in April"
+    return DaySpan(*read) if read else None
 
 
 def _one(day: date) -> DaySpan:

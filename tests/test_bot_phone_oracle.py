@@ -22,6 +22,7 @@ DIALOGUES = {
         f"Добрий день, мій номер {NUMBER}",
         "Коли я записана?",
         "Хочу на манікюр з покриттям завтра о 15:00",
+        "Так",  # to the summary the bot asks about before it books
         "Скасуйте мій запис",
         "Так",
         f"Скасуйте, будь ласка, запис на номер {NUMBER}",
@@ -30,6 +31,7 @@ DIALOGUES = {
         f"Hello, my number is {NUMBER}",
         "When is my appointment?",
         "Gel manicure tomorrow at 15:00 please",
+        "Yes",
         "Cancel my appointment",
         "Yes",
         f"Please cancel the appointment for {NUMBER}",
@@ -38,6 +40,7 @@ DIALOGUES = {
         f"Здравствуйте, мой номер {NUMBER}",
         "Когда я записана?",
         "Хочу на маникюр с покрытием завтра в 15:00",
+        "Да",
         "Отмените мою запись",
         "Да",
         f"Отмените, пожалуйста, запись на номер {NUMBER}",

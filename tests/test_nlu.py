@@ -755,7 +755,7 @@ def test_match_master_two_of_the_same_name_is_ambiguous() -> None:
         ("Привіт! Скільки коштує стрижка?", {"greeting", "prices"}),
         ("Маникюр сделали ужасно, верните деньги", {"complaint"}),
         ("", set()),
-        ("👍", set()),
+        ("👍", {"yes"}),  # a thumbs-up answers a yes/no question
         ("манікюр", set()),
         ("15.03 о 10", set()),
         ("скажу пізніше", set()),

@@ -216,7 +216,9 @@ async def test_reschedule_answer_moves_that_appointment(settings, redis) -> None
             (offer,) = await visitor.say("У п'ятницю")
             labels = offer["quick_replies"]
             assert labels and all(label.startswith("Пт 05.03") for label in labels)
-            moved, *_ = await visitor.say(labels[0], answers=1)
+            (summary,) = await visitor.say(labels[0])
+            assert summary["text"].startswith("Перенести") and summary["quick_replies"]
+            (moved,) = await visitor.say("Так")
         assert moved["text"].startswith("Готово! Запис перенесено")
         start = (await appointment(running, appointment_id)).start_at
         assert start.astimezone(RULES.tz).strftime("%d.%m %H:%M") == f"05.03 {labels[0][-5:]}"
