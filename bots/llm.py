@@ -628,7 +628,11 @@ class LlmBrain:
             values.update(
                 self._summary(state, described["service_id"], described, described.get("service"))
             )
-        values["address"] = str(result.data.get("address") or "—")
+        address = str(result.data.get("address") or "")
+        # A salon that has not filled in its address gets no "see you at: —".
+        values["address"] = (
+            _words(state.language, "address_part").format(address=address) if address else ""
+        )
         return Reply(text=_template(state.language, f"done_{pending.tool}", values))
 
     def _answer(self, state: _TurnState, message: ChatCompletionMessage) -> Reply:

@@ -290,7 +290,7 @@ async def test_llm_brain_books_through_the_pipeline(settings, redis) -> None:
                 async with running.hub.sessions() as session:
                     assert (await session.exec(select(Appointment))).all() == []
                 (done,) = await visitor.say("Olga, +380501112233")
-                assert done["text"].startswith("Done!")
+                assert done["text"].startswith("Готово!")
             async with running.hub.sessions() as session:
                 appointment = (await session.exec(select(Appointment))).one()
             assert appointment.source == "bot" and appointment.master_id == salon.olena
