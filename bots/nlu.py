@@ -36,6 +36,7 @@ __all__ = [
     "parse_day",
     "last_day",
     "move_target",
+    "without_kept",
     "name_variants",
     "for_whom",
     "parse_name",
@@ -245,6 +246,7 @@ class _Lexicon:
     half_glue: frozenset[str]
     noon: frozenset[str]
     noon_alone: frozenset[str]
+    lunch: frozenset[str]  # "після обіду" is after one, not after noon
     hour_words: dict[str, int]
     not_time_units: tuple[_Pattern, ...]
     hour_words_genitive: frozenset[str]
@@ -263,6 +265,7 @@ class _Lexicon:
     same_time: tuple[_Pattern, ...]
     instead: tuple[_Pattern, ...]
     instead_of: tuple[_Pattern, ...]
+    keep: tuple[_Pattern, ...]
     earlier: tuple[_Pattern, ...]
     later: tuple[_Pattern, ...]
     shift_amounts: tuple[tuple[_Pattern, int], ...]
@@ -358,6 +361,7 @@ def _lexicon() -> _Lexicon:
         half_glue=_norm_set(hours["half_glue"]),
         noon=_norm_set(hours["noon"]),
         noon_alone=_norm_set(hours["noon_alone"]),
+        lunch=_norm_set(hours["lunch"]),
         hour_words=_word_map((int(k), v) for k, v in hours["hour_words"].items()),
         not_time_units=_patterns(hours["not_time_units"]),
         hour_words_genitive=_norm_set(hours["hour_words_genitive"]),
@@ -382,6 +386,7 @@ def _lexicon() -> _Lexicon:
         same_time=_patterns(_all_languages(hours["same_time"])),
         instead=_patterns(_all_languages(hours["instead"])),
         instead_of=_patterns(_all_languages(hours["instead_of"])),
+        keep=_patterns(_all_languages(hours["keep"])),
         earlier=_patterns(_all_languages(hours["shift"]["earlier"])),
         later=_patterns(_all_languages(hours["shift"]["later"])),
         appointment_words=_patterns(_all_languages(hours["shift"]["appointment_words"])),
@@ -941,7 +946,8 @@ def _hour_at(tokens: Sequence[_Token], i: int, lex: _Lexicon) -> _Hour | None:
     if token.text in lex.half:
         return _half(tokens, i, lex)
     if token.text in lex.noon:
-        return _Hour(i, i, 12, literal=True, word=token.text not in lex.noon_alone)
+        hour = 13 if token.text in lex.lunch else 12
+        return _Hour(i, i, hour, literal=True, word=token.text not in lex.noon_alone)
     if token.text in lex.noon_alone:
         return _Hour(i, i, 12, literal=True)
     if token.text in lex.hour_words:
@@ -1482,6 +1488,18 @@ def last_day(text: str, today: date) -> DaySpan | None:
                     return parse_day(" ".join(words[back:]), today) or found
             return found
     return None
+
+
+_CLAUSES = re.compile(r"[,.;!?]+|\s(?:а|але|но|but|and|і|и|та)\s")
+
+
+def without_kept(text: str) -> str:
+    """The text without its clauses about an appointment the client keeps: of "cancel my
+    Saturday one, the brow one next week stays" what is left names the one to cancel."""
+    lex = _lexicon()
+    parts = [p for p in _CLAUSES.split(text) if p.strip()]
+    kept = [p for p in parts if not _any(_words(normalize(p)), lex.keep)]
+    return " ".join(kept) if kept and len(kept) < len(parts) else text
 
 
 def move_target(text: str) -> str:

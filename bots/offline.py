@@ -147,6 +147,7 @@ class OfflineBrain:
                 len(nlu.detect_intents(said))
                 + bool(nlu.match_services(said, catalog.named_services()))
                 + bool(nlu.parse_day(said, today))
+                + (nlu.parse_ordinal(said) is not None)
             )
 
         return read if sense(read[0]) > sense(text) else None
@@ -184,6 +185,14 @@ class OfflineBrain:
         )
         if handled:
             t.memory.failures = 0
+            return
+        if _foreign(t.text) and not t.state.get("foreign"):
+            # "Hallo, was kostet…", "Dzień dobry, ile kosztuje…": say which languages the
+            # bot reads, in English, with the price list, which needs no language to read.
+            t.state["foreign"] = True
+            t.lang = "en"
+            t.replies.append(self._say(t, "foreign"))
+            self._prices(t, [])
             return
         t.memory.failures += 1
         if t.memory.failures >= 2:
@@ -248,7 +257,11 @@ class OfflineBrain:
                 return True
         if awaiting in ("which_cancel", "which_move"):
             picked = _pick_appointment(
-                t.text, t.state.get("choices", []), t.today, t.catalog.named_services()
+                t.text,
+                t.state.get("choices", []),
+                t.today,
+                t.catalog.named_services(),
+                t.catalog.named_masters(),
             )
             if picked is not None:
                 if awaiting == "which_cancel":
@@ -756,7 +769,11 @@ class OfflineBrain:
             return
         # "Cancel Friday's appointment": the message may already say which one.
         named = _pick_appointment(
-            t.text, self._choices(t, mine), t.today, t.catalog.named_services()
+            t.text,
+            self._choices(t, mine),
+            t.today,
+            t.catalog.named_services(),
+            t.catalog.named_masters(),
         )
         if len(mine) == 1 or named is not None:
             self._ask_cancel(t, named or mine[0])
@@ -1141,13 +1158,18 @@ def _pick(text: str, choices: Sequence[dict[str, Any]]) -> dict[str, Any] | None
 
 
 def _pick_appointment(
-    text: str, choices: Sequence[dict[str, Any]], today: date, services: Sequence[nlu.Named]
+    text: str,
+    choices: Sequence[dict[str, Any]],
+    today: date,
+    services: Sequence[nlu.Named],
+    masters: Sequence[nlu.Named] = (),
 ) -> dict[str, Any] | None:
     """The appointment the client chose: its button or number, or the only one on the day,
     at the time or of the service they name ("той, що в п'ятницю", "the haircut")."""
     chosen = _pick(text, choices)
     if chosen is not None:
         return chosen
+    text = nlu.without_kept(text)  # "…, the brow one next week stays"
     left, narrowed = list(choices), False
     day = nlu.parse_day(text, today)
     if day is not None:
@@ -1159,7 +1181,18 @@ def _pick_appointment(
     named = {sid for sid, _ in nlu.match_services(text, services)}
     if named:
         left, narrowed = [c for c in left if c["service_id"] in named], True
+    master = nlu.match_master(text, masters) if masters else None
+    if master is not None and len(left) > 1:
+        left, narrowed = [c for c in left if c.get("master_id") == master], True  # "до Ірини"
     return left[0] if narrowed and len(left) == 1 else None
+
+
+# Latin letters English does not use: a message in German, Polish, French, Czech…
+_FOREIGN_LETTERS = re.compile(r"[À-ÖØ-öø-ÿĀ-ž]")  # no IGNORECASE: "ſ" folds to "s"
+
+
+def _foreign(text: str) -> bool:
+    return bool(_FOREIGN_LETTERS.search(text)) and not re.search(r"[а-яіїєґё]", text.lower())
 
 
 def _agrees(intents: set[str]) -> bool:
@@ -1172,7 +1205,7 @@ def _pick_slot(text: str, offered: Sequence[dict[str, Any]], today: date) -> dic
     chosen = _pick(text, offered)
     if chosen is not None:
         return chosen
-    when = nlu.parse_time(text)
+    when = nlu.parse_time(text) or _bare_hour(text)
     if when is None or when.at is None:
         return None
     at = when.at.strftime("%H:%M")
@@ -1192,6 +1225,19 @@ def _same_slot(text: str, pending: dict[str, Any], today: date) -> bool:
         return False
     when = nlu.parse_time(text)
     return when is None or when.at is None or _hhmm(when.at) == start[11:16]
+
+
+_NUMBER = re.compile(r"(?<![\d:.+])(\d{1,2})(?::(\d\d))?(?![\d:.])")
+
+
+def _bare_hour(text: str) -> nlu.TimeSpec | None:
+    """"10 is perfect", "давайте 15" in answer to a list of times: the one number said is an
+    hour (read as the rules read "о 10")."""
+    numbers = _NUMBER.findall(text)
+    if len(numbers) != 1:
+        return None
+    hour, minutes = numbers[0]
+    return nlu.parse_time(f"о {hour}:{minutes or '00'}")
 
 
 def _spread(slots: Sequence[dict[str, Any]], count: int) -> list[dict[str, Any]]:
