@@ -56,7 +56,7 @@ def read_day(text: str, today: date) -> tuple[date, date] | None:
                 "RETURN_AS_TIMEZONE_AWARE": False,
             },
         )
-    except Exception:  # noqa: BLE001 - a library's bad day must not cost the client an answer
+    except Exception:
         log.warning("dateparser failed on a message", exc_info=True)
         return None
     for said, when in found or ():

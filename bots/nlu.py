@@ -30,22 +30,22 @@ __all__ = [
     "TimeSpec",
     "detect_intents",
     "detect_language",
+    "for_whom",
+    "last_day",
     "match_master",
     "match_services",
+    "move_target",
+    "name_variants",
     "normalize",
     "parse_day",
-    "last_day",
-    "move_target",
-    "without_kept",
-    "name_variants",
-    "for_whom",
     "parse_name",
-    "several_services",
-    "parse_shift",
-    "says_same_time",
-    "unoffered_service",
     "parse_ordinal",
+    "parse_shift",
     "parse_time",
+    "says_same_time",
+    "several_services",
+    "unoffered_service",
+    "without_kept",
 ]
 
 Language = Literal["uk", "en", "ru"]
@@ -369,7 +369,11 @@ def _lexicon() -> _Lexicon:
         concepts=concepts,
         name_filler=_norm_set(services["name_filler"]),
         without=_norm_set(_all_languages(services["without"])),
-        for_whom={k: _norm_set(_all_languages(v)) for k, v in services["for_whom"].items() if not k.startswith("_")},
+        for_whom={
+            k: _norm_set(_all_languages(v))
+            for k, v in services["for_whom"].items()
+            if not k.startswith("_")
+        },
         name_groups=tuple(_norm_set(g) for g in raw["masters"]["name_variants"]),
         ordinals=_word_map(
             (int(k), _all_languages(v)) for k, v in raw["ordinals"]["numbers"].items()
@@ -845,15 +849,43 @@ def parse_time(text: str) -> TimeSpec | None:
 
 
 _SPACED_CLOCK = re.compile(r"(?<![\d:.,])([01]?\d|2[0-3]) ([0-5]\d)(?![\d:.,])")
-_HALF_BEFORE = re.compile(r"\bпол ?(" + "|".join(
-    ("первого", "второго", "третьего", "четвертого", "пятого", "шестого", "седьмого",
-     "восьмого", "девятого", "десятого", "одиннадцатого", "двенадцатого")
-) + r")\b")
+_HALF_BEFORE = re.compile(
+    r"\bпол ?("
+    + "|".join(
+        (
+            "первого",
+            "второго",
+            "третьего",
+            "четвертого",
+            "пятого",
+            "шестого",
+            "седьмого",
+            "восьмого",
+            "девятого",
+            "десятого",
+            "одиннадцатого",
+            "двенадцатого",
+        )
+    )
+    + r")\b"
+)
 _HOUR_ORDINALS = {
     w: i + 1
     for i, w in enumerate(
-        ("первого", "второго", "третьего", "четвертого", "пятого", "шестого", "седьмого",
-         "восьмого", "девятого", "десятого", "одиннадцатого", "двенадцатого")
+        (
+            "первого",
+            "второго",
+            "третьего",
+            "четвертого",
+            "пятого",
+            "шестого",
+            "седьмого",
+            "восьмого",
+            "девятого",
+            "десятого",
+            "одиннадцатого",
+            "двенадцатого",
+        )
     )
 }
 
@@ -872,7 +904,7 @@ def _negated_at(words: Sequence[str], first: int, lex: _Lexicon) -> bool:
 
 
 def _hour_after_day(said: str, lex: _Lexicon) -> str:
-    """"sunday 11", "в суботу 13", "завтра 15": a bare number right after a day is the hour
+    """ "sunday 11", "в суботу 13", "завтра 15": a bare number right after a day is the hour
     (a day of the month comes before a month name, and is blanked out before this)."""
     words = _day_words()
 
@@ -885,17 +917,15 @@ def _hour_after_day(said: str, lex: _Lexicon) -> str:
     return _DAY_THEN_NUMBER.sub(clock, said)
 
 
-_DAY_THEN_NUMBER = re.compile(r"([^\W\d_]+'?[^\W\d_]*),?\s+(\d{1,2})(?![\d:.,/]|\s*(?:-?(?:го|е|th))\b)")
+_DAY_THEN_NUMBER = re.compile(
+    r"([^\W\d_]+'?[^\W\d_]*),?\s+(\d{1,2})(?![\d:.,/]|\s*(?:-?(?:го|е|th))\b)"
+)
 
 
 @cache
 def _day_words() -> frozenset[str]:
     lex = _lexicon()
-    single = {
-        p.words[0]
-        for p in (*lex.today, *lex.tomorrow, *lex.day_after)
-        if len(p.words) == 1
-    }
+    single = {p.words[0] for p in (*lex.today, *lex.tomorrow, *lex.day_after) if len(p.words) == 1}
     return frozenset(set(lex.weekdays) | single)
 
 
@@ -1541,7 +1571,9 @@ def parse_shift(text: str) -> Shift | None:
     return Shift(-1 if earlier else 1, amount)
 
 
-_JOINS = re.compile(r"\s*(?:[,;+&/]|\b(?:і|й|та|и|а також|а потом|потім|потом|and|then|plus|also)\b)\s*")
+_JOINS = re.compile(
+    r"\s*(?:[,;+&/]|\b(?:і|й|та|и|а також|а потом|потім|потом|and|then|plus|also)\b)\s*"
+)
 
 
 def for_whom(text: str) -> Literal["men", "women"] | None:
@@ -1637,12 +1669,15 @@ def detect_intents(text: str) -> set[Intent]:
             for i in _find(words, pattern, fuzzy=True):
                 negated = i > 0 and words[i - 1] in lex.negations
                 found.add("no" if intent == "yes" and negated else intent)
-    if not found & {"cancel", "reschedule"} and _any(words, lex.instead_of) and (
-        parse_time(text) or _has_day(text)
+    if (
+        not found & {"cancel", "reschedule"}
+        and _any(words, lex.instead_of)
+        and (parse_time(text) or _has_day(text))
     ):
         found.add("reschedule")  # "can I do 4pm instead of 10?": their visit, moved
     if parse_shift(text) is not None and (
-        _any(words, lex.instead) or found & {"reschedule", "my_appointments"}
+        _any(words, lex.instead)
+        or found & {"reschedule", "my_appointments"}
         or _any(words, lex.appointment_words)
     ):
         found.add("reschedule")  # "а можна мій запис на годину раніше?"

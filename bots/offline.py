@@ -350,8 +350,8 @@ class OfflineBrain:
                 )
             )
             return True
-        wants_booking = "book" in intents or bool(services and when) or (
-            t.state.get("flow") == "book" and when
+        wants_booking = (
+            "book" in intents or bool(services and when) or (t.state.get("flow") == "book" and when)
         )
         if wants_booking or (services and not said):
             if said and not services and t.state.get("service_id") is None:
@@ -1097,7 +1097,6 @@ def person_name(full_name: str, case: morph.Case, lang: nlu.Language) -> str:
     return morph.inflect_person(f"{first} {rest}".strip(), case, lang)
 
 
-
 def find_phone(text: str, region: str = "UA") -> str | None:
     """A phone number written in a message, as E.164."""
     for match in PHONE.finditer(text):
@@ -1231,7 +1230,7 @@ _NUMBER = re.compile(r"(?<![\d:.+])(\d{1,2})(?::(\d\d))?(?![\d:.])")
 
 
 def _bare_hour(text: str) -> nlu.TimeSpec | None:
-    """"10 is perfect", "давайте 15" in answer to a list of times: the one number said is an
+    """ "10 is perfect", "давайте 15" in answer to a list of times: the one number said is an
     hour (read as the rules read "о 10")."""
     numbers = _NUMBER.findall(text)
     if len(numbers) != 1:
