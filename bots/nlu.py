@@ -829,6 +829,8 @@ def parse_time(text: str) -> TimeSpec | None:
     after_: list[time] = []
     before_: list[time] = []
     for h in accepted:
+        if h.role == "before" and tokens[h.first].text in lex.lunch:
+            h.hour = 12  # "до обіду" is the morning; "після обіду" starts at one
         clock = _clock(h, h.marker or _applies(global_part, h))
         if clock is None:
             continue

@@ -339,7 +339,7 @@ def window(after: int | None = None, before: int | None = None) -> TimeSpec:
         ("після 15:30", TimeSpec(after=time(15, 30))),
         ("не раніше 11", window(after=11)),
         ("не раньше 11", window(after=11)),
-        ("після обіду", window(after=12)),
+        ("після обіду", window(after=13)),  # lunch is one to two, so after it is one
         ("до 12", window(before=12)),
         ("до 6", window(before=18)),
         ("before noon", window(before=12)),
