@@ -65,6 +65,8 @@ Intent = Literal[
     "yes",
     "no",
     "any_master",
+    "duration",
+    "later",
 ]
 DayPart = Literal["morning", "afternoon", "evening"]
 _Role = Literal["at", "after", "before", "between"]

@@ -148,6 +148,7 @@ class OfflineBrain:
                 + bool(nlu.match_services(said, catalog.named_services()))
                 + bool(nlu.parse_day(said, today))
                 + (nlu.parse_ordinal(said) is not None)
+                + (nlu.parse_time(said) is not None)
             )
 
         return read if sense(read[0]) > sense(text) else None
@@ -327,8 +328,14 @@ class OfflineBrain:
         # One message, several wishes ("haircut and beard on Saturday, how much?"): each
         # question is answered, and a booking it also asks for goes on after the answers.
         said = False
-        if "prices" in intents:
-            self._prices(t, services, several=bool(several))
+        if intents & {"prices", "duration"}:
+            # Asked in the middle of choosing a time, the answer leaves the choice open.
+            keep = t.state.get("awaiting") in ("slot", "confirm") and not services
+            if keep and t.state.get("service_id"):
+                services = [(int(t.state["service_id"]), 100.0)]
+            self._prices(t, services, several=bool(several), keep=keep)
+            if keep:
+                return True
             said = True
         if "hours" in intents:
             t.replies.append(self._say(t, "hours", hours=self._business_text(t, "hours_text")))
@@ -358,6 +365,10 @@ class OfflineBrain:
                 return True  # "what are your hours, I'd like to come": the answer first
             return await self._book(t, intents)
         if said:
+            return True
+        if "later" in intents and not intents & {"book", "cancel", "reschedule"}:
+            self._clear(t)  # "I'll think about it": no list of times after that
+            t.replies.append(self._say(t, "later_then"))
             return True
         if t.state.get("after") and intents & {"yes", "thanks"} and not intents - SMALL_TALK:
             # "ок", "дякую", "👍" after a finished booking: a goodbye, not a new booking.
@@ -651,17 +662,20 @@ class OfflineBrain:
         if picked is not None and picked["start"] != pending.get("start"):
             await self._propose(t, picked)  # another of the offered times
             return True
-        changes = (
-            nlu.parse_day(t.text, t.today)
-            or nlu.parse_time(t.text)
-            or nlu.match_master(t.text, t.catalog.named_masters())
-            or "any_master" in intents
-        )
         agrees = _agrees(intents) or picked is not None or t.gave_contact
-        if changes and not (agrees and _same_slot(t.text, pending, t.today)):
+        if self._changes_plan(t, pending, intents):
+            # "ой, в четвер не можу, давайте в п'ятницю о 17", "could Andrii do it instead,
+            # same time": the plan changes, whatever yes-words come with it.
             state.pop("pending", None)
             state["awaiting"] = "slot"
+            if nlu.says_same_time(t.text) and not nlu.parse_time(t.text):
+                state["time"] = [str(pending.get("start", ""))[11:16] or None, None, None]
             return await self._book(t, intents)
+        if intents & {"prices", "duration"} and not agrees:
+            # "а скільки це триває?" before the yes: answered, and the question stands.
+            self._prices(t, [(int(state["service_id"]), 100.0)], keep=True)
+            t.replies.append(self._say(t, "confirm_again", buttons=self._words(t, "yes_no")))
+            return True
         if "no" in intents and not t.gave_contact:
             state.pop("pending", None)
             state["awaiting"] = "slot"
@@ -680,6 +694,30 @@ class OfflineBrain:
                 return True
         await self._commit(t)
         return True
+
+    def _changes_plan(self, t: _Turn, pending: dict[str, Any], intents: set[str]) -> bool:
+        """Whether an answer to the summary names another day, time or master than it."""
+        start = str(pending.get("start", ""))
+        day = nlu.last_day(t.text, t.today)
+        if day is not None and not day.first.isoformat() <= start[:10] <= day.last.isoformat():
+            return True
+        when = nlu.parse_time(t.text)
+        if when is not None and when.at is not None and _hhmm(when.at) != start[11:16]:
+            return True
+        if when is not None and when.at is None:
+            clock = _time(start[11:16])
+            if (when.after and clock and clock < when.after) or (
+                when.before and clock and clock > when.before
+            ):
+                return True
+        said = t.text
+        if t.gave_contact and (name := nlu.parse_name(said, expected=True)):
+            for word in name.split():  # "Helen, 095…" is the client, not the master Олена
+                said = re.sub(rf"(?i)\b{re.escape(word)}\b", " ", said)
+        master = nlu.match_master(said, t.catalog.named_masters())
+        if master is not None and master != pending.get("master_id"):
+            return True
+        return "any_master" in intents and t.state.get("master_id") is not None
 
     async def _commit(self, t: _Turn) -> None:
         """Book (or move to) the time the client agreed to."""
@@ -868,8 +906,15 @@ class OfflineBrain:
     # Other answers ------------------------------------------------------------------------
 
     def _prices(
-        self, t: _Turn, services: list[tuple[int, float]], *, several: bool = False
+        self,
+        t: _Turn,
+        services: list[tuple[int, float]],
+        *,
+        several: bool = False,
+        keep: bool = False,
     ) -> None:
+        """The price list, or the prices of the services named. `keep`: asked in the middle
+        of a booking, which goes on as it was."""
         catalog = t.catalog.services
         if services:
             best = services[0][1]
@@ -886,7 +931,9 @@ class OfflineBrain:
                 )
             if len(ids) > 1:
                 lines.insert(0, self._words(t, "prices_header"))
-            if several:
+            if keep:
+                pass
+            elif several:
                 t.state.update(flow="book", service_id=ids[0], then=ids[1:])
             else:
                 t.state.update(flow="book", service_id=ids[0] if len(ids) == 1 else None)
@@ -900,6 +947,9 @@ class OfflineBrain:
                         duration=locale_text.duration(s["duration"], t.lang),
                     )
                 )
+        if keep:
+            t.replies.append(Reply(text="\n".join(lines)))
+            return
         lines.append(self._words(t, "prices_more"))
         t.replies.append(
             Reply(text="\n".join(lines), quick_replies=self._words(t, "main_buttons")[:1])
@@ -1213,17 +1263,6 @@ def _pick_slot(text: str, offered: Sequence[dict[str, Any]], today: date) -> dic
     if day is not None:
         same = [s for s in same if day.first.isoformat() <= s["start"][:10] <= day.last.isoformat()]
     return same[0] if len({s["start"][:10] for s in same}) == 1 else None
-
-
-def _same_slot(text: str, pending: dict[str, Any], today: date) -> bool:
-    """Whether a day or time in an agreeing message ("yes, Tuesday at 2 is fine") is just the
-    proposed one said again."""
-    start = str(pending.get("start", ""))
-    day = nlu.parse_day(text, today)
-    if day is not None and not day.first.isoformat() <= start[:10] <= day.last.isoformat():
-        return False
-    when = nlu.parse_time(text)
-    return when is None or when.at is None or _hhmm(when.at) == start[11:16]
 
 
 _NUMBER = re.compile(r"(?<![\d:.+])(\d{1,2})(?::(\d\d))?(?![\d:.])")
