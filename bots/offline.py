@@ -444,7 +444,8 @@ class OfflineBrain:
         # that ask for the move is where to, the one before is the visit as it stands.
         moving = t.state.get("flow") == "move"
         text = nlu.move_target(t.text) if moving else t.text
-        day = nlu.last_day(text, t.today) if moving else nlu.parse_day(text, t.today)
+        last = moving or t.state.pop("replan", False)
+        day = nlu.last_day(text, t.today) if last else nlu.parse_day(text, t.today)
         when = nlu.parse_time(text)
         if day is not None:
             t.state["day"] = [day.first.isoformat(), day.last.isoformat()]
@@ -668,6 +669,7 @@ class OfflineBrain:
             # same time": the plan changes, whatever yes-words come with it.
             state.pop("pending", None)
             state["awaiting"] = "slot"
+            state["replan"] = True  # "в четвер не можу, давайте в п'ятницю": the last day
             if nlu.says_same_time(t.text) and not nlu.parse_time(t.text):
                 state["time"] = [str(pending.get("start", ""))[11:16] or None, None, None]
             return await self._book(t, intents)
@@ -710,11 +712,9 @@ class OfflineBrain:
                 when.before and clock and clock > when.before
             ):
                 return True
-        said = t.text
-        if t.gave_contact and (name := nlu.parse_name(said, expected=True)):
-            for word in name.split():  # "Helen, 095…" is the client, not the master Олена
-                said = re.sub(rf"(?i)\b{re.escape(word)}\b", " ", said)
-        master = nlu.match_master(said, t.catalog.named_masters())
+        # The details message ("Helen, 095…", "Марина 099…") names the client, and a client
+        # may share a master's name: only a message without them can change the master.
+        master = None if t.gave_contact else nlu.match_master(t.text, t.catalog.named_masters())
         if master is not None and master != pending.get("master_id"):
             return True
         return "any_master" in intents and t.state.get("master_id") is not None
