@@ -39,6 +39,7 @@ __all__ = [
     "normalize",
     "parse_day",
     "parse_name",
+    "said_as_named",
     "parse_ordinal",
     "parse_shift",
     "parse_time",
@@ -1578,6 +1579,24 @@ def parse_shift(text: str) -> Shift | None:
 _JOINS = re.compile(
     r"\s*(?:[,;+&/]|\b(?:і|й|та|и|а також|а потом|потім|потом|and|then|plus|also)\b)\s*"
 )
+
+
+def said_as_named(text: str, candidates: Sequence[int], services: Sequence[Named]) -> list[int]:
+    """Of services equally likely by their words, the one whose name holds two words of the
+    text side by side ("lash lifts" → "Lash lift", "гель лак" → "…гель-лак"); empty when
+    none or several do."""
+    said = [_stem(w)[:4] for w in _words(normalize(text))]
+    pairs = set(pairwise(said))
+    hits = []
+    for named in services:
+        if named.id not in candidates:
+            continue
+        for name in named.names:
+            words = [_stem(w)[:4] for w in _words(normalize(name))]
+            if pairs & set(pairwise(words)):
+                hits.append(named.id)
+                break
+    return hits if len(hits) == 1 else []
 
 
 def for_whom(text: str) -> Literal["men", "women"] | None:

@@ -246,6 +246,8 @@ class OfflineBrain:
     async def _awaited(self, t: _Turn, intents: set[str]) -> bool:
         """An answer to what the bot asked last turn."""
         awaiting = t.state.get("awaiting")
+        if "later" in intents and not nlu.parse_ordinal(t.text):
+            return False  # "ok, I'll think about it": no choice made, nothing to press on
         if awaiting == "confirm":
             return await self._confirm_answer(t, intents)
         if awaiting == "confirm_cancel":
@@ -409,9 +411,15 @@ class OfflineBrain:
             matches = nlu.prefer_for_whom(matches, t.text, named)
             if nlu.for_whom(t.text) and not state.get("note"):
                 state["note"] = t.text[:300]  # "for my son": staff see who comes
+            master = nlu.match_master(t.text, t.catalog.named_masters())
+            if master is not None:
+                state["master_id"] = master  # kept while the service is still asked about
             if matches:
                 best = matches[0][1]
                 close = [sid for sid, score in matches if best - score <= AMBIGUOUS]
+                close = nlu.said_as_named(t.text, close, named) or close
+                if master is not None:  # "до Марії на манікюр": what she does
+                    close = [c for c in close if c in t.catalog.offers.get(master, ())] or close
                 if len(close) > 1 and state.get("service_id") not in close:
                     state["awaiting"] = "service"
                     state["service_choices"] = close
@@ -419,16 +427,20 @@ class OfflineBrain:
                     names = [self._service_name(t, sid) for sid in close]
                     t.replies.append(self._say(t, "ask_service", buttons=names))
                     return True
-                state["service_id"] = matches[0][0]
-            master = nlu.match_master(t.text, t.catalog.named_masters())
-            if master is not None:
-                state["master_id"] = master
+                state["service_id"] = close[0] if len(close) == 1 else matches[0][0]
             if "any_master" in intents:
                 state["master_id"] = None
         self._remember_when(t)
         if state["flow"] == "move" and state.get("time") and not state.get("day"):
             state["day"] = [state["moving_date"]] * 2  # "at 10:30": the day of the visit
         if state.get("service_id") is None:
+            if asked and state.get("service_choices") and (
+                nlu.parse_day(t.text, t.today) or nlu.parse_time(t.text)
+            ):
+                # "friday morning" to "which: lashes or lash lift?": kept, asked again.
+                names = [self._service_name(t, sid) for sid in state["service_choices"]]
+                t.replies.append(self._say(t, "ask_service", buttons=names))
+                return True
             if asked:
                 state["awaiting"] = "service"
                 t.replies.append(self._say(t, "unknown_service", buttons=self._service_buttons(t)))
