@@ -338,6 +338,7 @@ class OfflineBrain:
             self._prices(t, services, several=bool(several), keep=keep)
             if keep:
                 return True
+            t.state["asked"] = "prices"
             said = True
         if "hours" in intents:
             t.replies.append(self._say(t, "hours", hours=self._business_text(t, "hours_text")))
@@ -358,6 +359,11 @@ class OfflineBrain:
                     buttons=self._words(t, "main_buttons")[:2],
                 )
             )
+            return True
+        if t.state.get("asked") == "prices" and services and not when and "book" not in intents:
+            # "skilky koshtuie manikiur?" … "a pedykiur?": the same question of another one.
+            self._prices(t, services)
+            t.state["asked"] = "prices"
             return True
         wants_booking = (
             "book" in intents or bool(services and when) or (t.state.get("flow") == "book" and when)
