@@ -39,10 +39,10 @@ __all__ = [
     "normalize",
     "parse_day",
     "parse_name",
-    "said_as_named",
     "parse_ordinal",
     "parse_shift",
     "parse_time",
+    "said_as_named",
     "says_same_time",
     "several_services",
     "unoffered_service",
@@ -854,45 +854,23 @@ def parse_time(text: str) -> TimeSpec | None:
 
 
 _SPACED_CLOCK = re.compile(r"(?<![\d:.,])([01]?\d|2[0-3]) ([0-5]\d)(?![\d:.,])")
-_HALF_BEFORE = re.compile(
-    r"\bпол ?("
-    + "|".join(
-        (
-            "первого",
-            "второго",
-            "третьего",
-            "четвертого",
-            "пятого",
-            "шестого",
-            "седьмого",
-            "восьмого",
-            "девятого",
-            "десятого",
-            "одиннадцатого",
-            "двенадцатого",
-        )
-    )
-    + r")\b"
+# Russian "полчетвертого": half of the fourth hour, 3:30.
+_HOUR_ORDINALS_RU = (
+    "первого",
+    "второго",
+    "третьего",
+    "четвертого",
+    "пятого",
+    "шестого",
+    "седьмого",
+    "восьмого",
+    "девятого",
+    "десятого",
+    "одиннадцатого",
+    "двенадцатого",
 )
-_HOUR_ORDINALS = {
-    w: i + 1
-    for i, w in enumerate(
-        (
-            "первого",
-            "второго",
-            "третьего",
-            "четвертого",
-            "пятого",
-            "шестого",
-            "седьмого",
-            "восьмого",
-            "девятого",
-            "десятого",
-            "одиннадцатого",
-            "двенадцатого",
-        )
-    )
-}
+_HALF_BEFORE = re.compile(r"\bпол ?(" + "|".join(_HOUR_ORDINALS_RU) + r")\b")
+_HOUR_ORDINALS = {w: i + 1 for i, w in enumerate(_HOUR_ORDINALS_RU)}
 
 
 def _spoken_clocks(said: str) -> str:

@@ -440,8 +440,10 @@ class OfflineBrain:
         if state["flow"] == "move" and state.get("time") and not state.get("day"):
             state["day"] = [state["moving_date"]] * 2  # "at 10:30": the day of the visit
         if state.get("service_id") is None:
-            if asked and state.get("service_choices") and (
-                nlu.parse_day(t.text, t.today) or nlu.parse_time(t.text)
+            if (
+                asked
+                and state.get("service_choices")
+                and (nlu.parse_day(t.text, t.today) or nlu.parse_time(t.text))
             ):
                 # "friday morning" to "which: lashes or lash lift?": kept, asked again.
                 names = [self._service_name(t, sid) for sid in state["service_choices"]]
