@@ -43,6 +43,7 @@ __all__ = [
     "parse_shift",
     "parse_time",
     "said_as_named",
+    "says_same_day",
     "says_same_time",
     "several_services",
     "unoffered_service",
@@ -266,6 +267,7 @@ class _Lexicon:
     name_glue: frozenset[str]
     emoji: dict[str, frozenset[str]]  # intent → emoji that say it
     same_time: tuple[_Pattern, ...]
+    same_day: tuple[_Pattern, ...]
     instead: tuple[_Pattern, ...]
     instead_of: tuple[_Pattern, ...]
     keep: tuple[_Pattern, ...]
@@ -391,6 +393,7 @@ def _lexicon() -> _Lexicon:
         name_glue=_norm_set(_all_languages(raw["names"]["glue"])),
         emoji={k: frozenset(v) for k, v in raw["emoji"].items() if not k.startswith("_")},
         same_time=_patterns(_all_languages(hours["same_time"])),
+        same_day=_patterns(_all_languages(hours["same_day"])),
         instead=_patterns(_all_languages(hours["instead"])),
         instead_of=_patterns(_all_languages(hours["instead_of"])),
         keep=_patterns(_all_languages(hours["keep"])),
@@ -1626,6 +1629,11 @@ def several_services(text: str, services: Sequence[Named]) -> list[int]:
         if found[0][0] not in named:
             named.append(found[0][0])
     return named if len(named) > 1 else []
+
+
+def says_same_day(text: str) -> bool:
+    """"Next week, same day": the weekday of the visit being moved."""
+    return _any(_words(normalize(text)), _lexicon().same_day)
 
 
 def says_same_time(text: str) -> bool:

@@ -473,6 +473,15 @@ class OfflineBrain:
             t.state["time"] = [_hhmm(when.at), _hhmm(when.after), _hhmm(when.before)]
         elif t.state.get("moving_time") and nlu.says_same_time(text):
             t.state["time"] = [t.state["moving_time"], None, None]  # the time it is now at
+        span = t.state.get("day")
+        if moving and span and span[0] != span[1] and t.state.get("moving_date"):
+            # "next week, same day": the visit's own weekday within the span named.
+            weekday = date.fromisoformat(t.state["moving_date"]).weekday()
+            first, last = date.fromisoformat(span[0]), date.fromisoformat(span[1])
+            same = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+            same = [d for d in same if d.weekday() == weekday]
+            if same and (nlu.says_same_day(text) or nlu.says_same_time(text)):
+                t.state["day"] = [same[0].isoformat()] * 2
 
     async def _offer(self, t: _Turn) -> None:
         """Free times for what the client asked, or the nearest ones when that is full."""
