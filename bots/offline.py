@@ -360,7 +360,8 @@ class OfflineBrain:
                 )
             )
             return True
-        if t.state.get("asked") == "prices" and services and not when and "book" not in intents:
+        follow_up = t.state.get("asked") == "prices" and not said
+        if follow_up and services and not when and "book" not in intents:
             # "skilky koshtuie manikiur?" … "a pedykiur?": the same question of another one.
             self._prices(t, services)
             t.state["asked"] = "prices"
