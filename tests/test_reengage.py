@@ -557,12 +557,15 @@ def brain(sessions) -> OfflineBrain:
     return OfflineBrain(Tools(sessions, clock=lambda: NOW), sessions, clock=lambda: NOW)
 
 
+YES = {"uk": "так", "en": "yes", "ru": "да"}
+
+
 async def say(sessions, conversation_id: int, client_id: int, text: str, language: str):
     return await brain(sessions).respond(
         Turn(
             conversation_id=conversation_id,
             client_id=client_id,
-            channel="webchat",
+            channel="telegram",  # where a notice goes: a channel that knows the client
             message_id=f"m-{text}",
             text=text,
             language=language,
@@ -591,7 +594,10 @@ async def test_tapping_a_time_books_it(
     conversation = await chat_of(sessions, cid)
     notice = await render(sessions)
     label = notice.quick_replies[pick]
-    replies = await say(sessions, conversation, cid, label, language)
+    [summary] = await say(sessions, conversation, cid, label, language)
+    # A tap is said back with the price and asked about; nothing is written until the yes.
+    assert summary.quick_replies and await appointments_of(sessions, cid) == []
+    replies = await say(sessions, conversation, cid, YES[language], language)
 
     [appointment] = await appointments_of(sessions, cid)
     assert appointment.service_id == salon.manicure
@@ -613,6 +619,7 @@ async def test_asking_for_another_time_offers_more_and_books_the_pick(sessions) 
     assert (await recall(sessions, conversation)).state["awaiting"] == "slot"
     choice = offer.quick_replies[2]
     await say(sessions, conversation, cid, choice, "uk")
+    await say(sessions, conversation, cid, YES["uk"], "uk")
     [appointment] = await appointments_of(sessions, cid)
     assert appointment.service_id == salon.manicure
     local = appointment.start_at.replace(tzinfo=appointment.start_at.tzinfo or UTC)
@@ -664,6 +671,7 @@ async def test_every_demo_service_books_from_its_button(sessions) -> None:
             notice = await render_reengage(ctx)
         conversation = await chat_of(sessions, row.client_id, chat=f"c{row.client_id}")
         await say(sessions, conversation, row.client_id, notice.quick_replies[0], language)
+        await say(sessions, conversation, row.client_id, YES[language], language)
         [appointment] = await appointments_of(sessions, row.client_id)
         assert appointment.service_id == service_id, notice.quick_replies[0]
         start = appointment.start_at.replace(tzinfo=appointment.start_at.tzinfo or UTC)
