@@ -1450,6 +1450,9 @@ def parse_name(text: str, *, expected: bool = False) -> str | None:
         if not expected:
             return None
         start = 0
+        # Asked for, a bare name still looks like one: written with a capital letter, or
+        # beside the phone ("оксана 067…"); "wait how much" is a question, not a name.
+        capital = raw == text
     picked: list[str] = []
     for word in words[start:]:
         if word in lex.name_glue and not picked:
@@ -1607,6 +1610,16 @@ def prefer_for_whom(
     return chosen + [f for f in found if f not in close]
 
 
+def _fits(
+    part: str, service_id: int, found: list[tuple[int, float]], services: Sequence[Named]
+) -> bool:
+    """Whether a part of a message fits the service the whole message names best about as
+    well as it fits its own best ("пофарбувати" beside "брови": the brows' tint, not hair
+    colour)."""
+    best = found[0][1]
+    return any(sid == service_id and best - score <= 6.0 for sid, score in found)
+
+
 def several_services(text: str, services: Sequence[Named]) -> list[int]:
     """Two or more services named apart in one message ("манікюр і педикюр", "a cut and a
     beard trim"), in the order said; empty when the message names one. A part that fits
@@ -1622,8 +1635,11 @@ def several_services(text: str, services: Sequence[Named]) -> list[int]:
                 said = said.replace(whole, " ")
                 named.append(service.id)
                 break
+    whole = match_services(text, services)
     for part in _JOINS.split(said):
         found = prefer_for_whom(match_services(part, services), text, services) if part else []
+        if found and whole and _fits(part, whole[0][0], found, services):
+            found = [whole[0]]  # "брови підправити і пофарбувати": one service's two words
         if not found:
             continue
         if found[0][0] not in named:
@@ -1632,7 +1648,7 @@ def several_services(text: str, services: Sequence[Named]) -> list[int]:
 
 
 def says_same_day(text: str) -> bool:
-    """"Next week, same day": the weekday of the visit being moved."""
+    """ "Next week, same day": the weekday of the visit being moved."""
     return _any(_words(normalize(text)), _lexicon().same_day)
 
 

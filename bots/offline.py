@@ -17,6 +17,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import cyrtranslit
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -139,7 +140,11 @@ class OfflineBrain:
         person" stays English even where each word could be read as Ukrainian."""
         read = translit.cyrillic_reading(text)
         if read is None:
-            return None
+            # The dictionaries found no reading ("v subbotu v 11"): cyrtranslit's Russian
+            # letter-by-letter one, taken only if it makes more sense of the message below.
+            if not _LATIN_ONLY.fullmatch(text.strip() or "-"):
+                return None
+            read = (cyrtranslit.to_cyrillic(text, "ru"), "ru")
         today = self.clock().date()
 
         def sense(said: str) -> int:
@@ -251,6 +256,14 @@ class OfflineBrain:
         if awaiting == "confirm":
             return await self._confirm_answer(t, intents)
         if awaiting == "confirm_cancel":
+            if "reschedule" in intents:
+                # "не отменяйте, лучше перенесите на пятницу": that appointment, moved.
+                mine = {a["id"]: a for a in await self._mine(t)}
+                appointment = mine.get(int(t.state["appointment_id"]))
+                if appointment is not None:
+                    self._clear(t)
+                    await self._move_this(t, appointment)
+                    return True
             if "yes" in intents and "no" not in intents:
                 await self._cancel(t, int(t.state["appointment_id"]))
                 return True
@@ -281,6 +294,11 @@ class OfflineBrain:
             if picked is not None:
                 await self._propose(t, picked)
                 return True
+            bare = _bare_hour(t.text) if not nlu.parse_time(t.text) else None
+            if bare is not None and t.state.get("day"):
+                # "11 works" when 11:00 is free but was not among the times shown.
+                t.state["time"] = [_hhmm(bare.at), None, None]
+                return await self._book(t, intents)
             if _agrees(intents) and not (nlu.parse_day(t.text, t.today) or nlu.parse_time(t.text)):
                 t.replies.append(self._say(t, "pick_from_list"))  # "ok" to several times
                 return True
@@ -307,6 +325,7 @@ class OfflineBrain:
             or nlu.parse_time(t.text)
             or "any_master" in intents
             or (t.state.get("moving_time") and nlu.says_same_time(t.text))
+            or nlu.match_master(t.text, t.catalog.named_masters()) is not None
         ):
             return await self._book(t, intents)
         return False
@@ -1266,6 +1285,7 @@ def _pick_appointment(
     return left[0] if narrowed and len(left) == 1 else None
 
 
+_LATIN_ONLY = re.compile(r"[A-Za-z0-9\s.,!?:'\-()]+")
 # Latin letters English does not use: a message in German, Polish, French, Czech…
 _FOREIGN_LETTERS = re.compile(r"[À-ÖØ-öø-ÿĀ-ž]")  # no IGNORECASE: "ſ" folds to "s"
 
