@@ -43,6 +43,7 @@ __all__ = [
     "parse_shift",
     "parse_time",
     "said_as_named",
+    "says_all",
     "says_same_day",
     "says_same_time",
     "several_services",
@@ -268,6 +269,7 @@ class _Lexicon:
     emoji: dict[str, frozenset[str]]  # intent → emoji that say it
     same_time: tuple[_Pattern, ...]
     same_day: tuple[_Pattern, ...]
+    all_of_them: tuple[_Pattern, ...]
     instead: tuple[_Pattern, ...]
     instead_of: tuple[_Pattern, ...]
     keep: tuple[_Pattern, ...]
@@ -394,6 +396,7 @@ def _lexicon() -> _Lexicon:
         emoji={k: frozenset(v) for k, v in raw["emoji"].items() if not k.startswith("_")},
         same_time=_patterns(_all_languages(hours["same_time"])),
         same_day=_patterns(_all_languages(hours["same_day"])),
+        all_of_them=_patterns(_all_languages(hours["all_of_them"])),
         instead=_patterns(_all_languages(hours["instead"])),
         instead_of=_patterns(_all_languages(hours["instead_of"])),
         keep=_patterns(_all_languages(hours["keep"])),
@@ -1645,6 +1648,11 @@ def several_services(text: str, services: Sequence[Named]) -> list[int]:
         if found[0][0] not in named:
             named.append(found[0][0])
     return named if len(named) > 1 else []
+
+
+def says_all(text: str) -> bool:
+    """ "Both", "all of them", "обидва", "все записи"."""
+    return _any(_words(normalize(text)), _lexicon().all_of_them)
 
 
 def says_same_day(text: str) -> bool:

@@ -286,7 +286,7 @@ class OfflineBrain:
                     # "the one on Friday" names the appointment, not the day to move it to.
                     await self._move_this(t, picked, read_when=False)
                 return True
-        if awaiting == "slot":
+        if awaiting == "slot" and not intents & {"prices", "duration"}:
             offered = t.state.get("offered", [])
             picked = _pick_slot(t.text, offered, t.today)
             if picked is None and len(offered) == 1 and _agrees(intents):
@@ -854,6 +854,15 @@ class OfflineBrain:
         if not mine:
             t.replies.append(self._say(t, "my_none"))
             return
+        if len(mine) > 1 and nlu.says_all(t.text):
+            # "скасуйте обидва мої записи": all of them, asked once.
+            t.state.update(flow="cancel", awaiting="confirm_cancel", appointment_id=mine[0]["id"])
+            t.state["cancel_all"] = [a["id"] for a in mine]
+            labels = "; ".join(self._appointment_text(t, a, "appointment_label") for a in mine)
+            t.replies.append(
+                self._say(t, "confirm_cancel", appointment=labels, buttons=self._words(t, "yes_no"))
+            )
+            return
         # "Cancel Friday's appointment": the message may already say which one.
         named = _pick_appointment(
             t.text,
@@ -879,7 +888,12 @@ class OfflineBrain:
         )
 
     async def _cancel(self, t: _Turn, appointment_id: int) -> None:
-        result = await self._tool(t, "cancel", {"appointment_id": appointment_id})
+        result: ToolResult | None = None
+        for one in t.state.get("cancel_all") or [appointment_id]:
+            result = await self._tool(t, "cancel", {"appointment_id": one})
+            if not result.ok:
+                break
+        assert result is not None
         self._clear(t)
         if result.ok:
             t.replies.append(self._say(t, "cancelled"))

@@ -240,3 +240,18 @@ def test_masters_are_named_as_the_sentence_needs(
     name: str, lang: str, case: str, said: str
 ) -> None:
     assert person_name(name, case, lang) == said  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "all_of_them"),
+    [("скасуйте обидва мої записи", True), ("cancel both please", True), ("отмените", False)],
+)
+def test_says_all(text: str, all_of_them: bool) -> None:
+    assert nlu.says_all(text) is all_of_them
+
+
+@pytest.mark.parametrize(
+    "text", ["час той самий", "same time", "время то же", "на ту ж годину", "в тот же час"]
+)
+def test_same_time_in_either_word_order(text: str) -> None:
+    assert nlu.says_same_time(text)
