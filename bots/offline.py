@@ -138,13 +138,6 @@ class OfflineBrain:
         """Ukrainian or Russian typed in Latin letters, in Cyrillic, when reading it so makes
         more sense of the message than reading it as English: "I want to talk to a real
         person" stays English even where each word could be read as Ukrainian."""
-        read = translit.cyrillic_reading(text)
-        if read is None:
-            # The dictionaries found no reading ("v subbotu v 11"): cyrtranslit's Russian
-            # letter-by-letter one, taken only if it makes more sense of the message below.
-            if not _LATIN_ONLY.fullmatch(text.strip() or "-"):
-                return None
-            read = (cyrtranslit.to_cyrillic(text, "ru"), "ru")
         today = self.clock().date()
 
         def sense(said: str) -> int:
@@ -156,6 +149,14 @@ class OfflineBrain:
                 + (nlu.parse_time(said) is not None)
             )
 
+        read = translit.cyrillic_reading(text)
+        if read is None:
+            # The dictionaries found no reading ("v subbotu v 11"): cyrtranslit's Russian
+            # letter-by-letter one, tried only for Latin text that makes no sense as English,
+            # so an ordinary English message pays for nothing more.
+            if not _LATIN_ONLY.fullmatch(text.strip() or "-") or sense(text):
+                return None
+            read = (cyrtranslit.to_cyrillic(text, "ru"), "ru")
         return read if sense(read[0]) > sense(text) else None
 
     # What the client wants ----------------------------------------------------------------
