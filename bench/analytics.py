@@ -68,8 +68,8 @@ from crm_store.models import (
     TimeOff,
     WorkingHours,
 )
-from hub.analytics_api import read_query
 from hub.bench.databases import fresh_database, label
+from hub.web.analytics_api import read_query
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 TZ = ZoneInfo("Europe/Kyiv")

@@ -10,7 +10,7 @@ group would share one conversation, and whatever the bot said (appointments, a p
 would read. So by default (`TELEGRAM_GROUPS=ignore`) an update from any chat that is not
 private is acknowledged and dropped, its text never published nor logged. With `staff` a
 group's messages are kept as `private=False` messages: stored and handed to staff, the bot
-never answering them (hub/botworker.py).
+never answering them (hub/pipeline/bot_worker.py).
 """
 
 from __future__ import annotations

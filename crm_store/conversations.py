@@ -2,7 +2,7 @@
 
 An outbound message goes queued → sending → sent → delivered → read (or failed). `sending` is
 a dispatcher's claim on the send (claim_outbound): it carries the claim's owner and expiry,
-so two dispatchers holding entries of one message never both send it (hub/outbound.py).
+so two dispatchers holding entries of one message never both send it (hub/pipeline/dispatcher.py).
 """
 
 from __future__ import annotations
@@ -360,11 +360,11 @@ async def set_delivery(
     return message
 
 
-# Claims on a send (hub/outbound.py). Each is one UPDATE decided by the database: PostgreSQL
-# re-checks the WHERE on a row a concurrent UPDATE has just changed (so of two dispatchers
-# racing for one row only the first matches), SQLite runs one writer at a time. `now` and
-# `until` come from the dispatcher's clock: hosts must agree on the time to well within a
-# claim's lease.
+# Claims on a send (hub/pipeline/dispatcher.py). Each is one UPDATE decided by the database:
+# PostgreSQL re-checks the WHERE on a row a concurrent UPDATE has just changed (so of two
+# dispatchers racing for one row only the first matches), SQLite runs one writer at a time.
+# `now` and `until` come from the dispatcher's clock: hosts must agree on the time to well
+# within a claim's lease.
 
 
 async def claim_outbound(

@@ -1,6 +1,6 @@
 """What the staff inbox reads and writes: the conversation list (filters, search, the wait of
 a client nobody has answered, unread marks), a client's whole timeline, private notes, canned
-replies and read markers. No HTTP here; hub/inbox_api.py serves it."""
+replies and read markers. No HTTP here; hub/web/inbox_api.py serves it."""
 
 from __future__ import annotations
 

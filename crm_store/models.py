@@ -142,7 +142,7 @@ class Message(SQLModel, table=True):
     # inbound: received; outbound: queued | sending | sent | delivered | read | failed
     status: str = Field(default="received", max_length=10)
     # While `sending`: the dispatcher that claimed the send ("<worker>/<stream entry id>")
-    # and when its claim lapses unless renewed (hub/outbound.py). Cleared when it leaves.
+    # and when its claim lapses unless renewed (hub/pipeline/dispatcher.py). Cleared when it leaves.
     claimed_by: str | None = Field(default=None, max_length=120)
     claimed_until: datetime | None = _ts()
     error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     hub_outbound_backoff_ms: int = Field(default=500, ge=1)
     hub_outbound_backoff_max_ms: int = Field(default=60_000, ge=1)
 
-    # Reminders, re-engagement and broadcasts (hub/scheduler.py).
+    # Reminders, re-engagement and broadcasts (hub/jobs/scheduler.py).
     hub_scheduler: bool = True
     hub_scheduler_interval_s: float = Field(default=2.0, gt=0, le=300)
     hub_scheduler_batch: int = Field(default=200, ge=1, le=5000)
@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     @field_validator("hub_send_rates")
     @classmethod
     def _rates(cls, value: str) -> str:
-        from hub.rate_limits import parse_rates
+        from hub.jobs.rate_limits import parse_rates
 
         parse_rates(value)
         return value
@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     @field_validator("hub_trusted_proxies")
     @classmethod
     def _proxies(cls, value: str) -> str:
-        from hub.forwarded import parse_networks
+        from hub.web.forwarded import parse_networks
 
         parse_networks(value)
         return value

@@ -30,20 +30,20 @@ from crm_store.migrate import require_head, upgrade_async
 from crm_store.models import Business
 from crm_store.staff import configure_hashing
 from crm_store.timeutil import utcnow
-from hub.botworker import BotWorker
 from hub.brains import build_responder
-from hub.bus import Bus, BusUnavailable
 from hub.channel_setup import build_channels
 from hub.config import Settings
-from hub.consumer import StreamConsumer
 from hub.embedded_redis import EmbeddedRedis
-from hub.events import message_frame
-from hub.exclusive import run_exclusive
+from hub.jobs.rate_limits import parse_rates
+from hub.jobs.scheduler import Scheduler, SchedulerConfig
 from hub.messages import DeliveryStatus, InboundMessage
-from hub.outbound import Backoff, Dispatcher
-from hub.rate_limits import parse_rates
-from hub.router import Router, RouterHooks
-from hub.scheduler import Scheduler, SchedulerConfig
+from hub.pipeline.bot_worker import BotWorker
+from hub.pipeline.bus import Bus, BusUnavailable
+from hub.pipeline.consumer import StreamConsumer
+from hub.pipeline.dispatcher import Backoff, Dispatcher
+from hub.pipeline.events import message_frame
+from hub.pipeline.exclusive import run_exclusive
+from hub.pipeline.router import Router, RouterHooks
 
 log = logging.getLogger(__name__)
 

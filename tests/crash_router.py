@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from hub.router import RouterHooks
+from hub.pipeline.router import RouterHooks
 from hub.state import Hub
 from tests.conftest import test_settings
 

@@ -17,7 +17,7 @@ from crm_store.identity import Hints
 from crm_store.inbox import save_canned
 from crm_store.models import Client, Staff
 from crm_store.staff import add_staff
-from hub.bus import EVENTS_STREAM
+from hub.pipeline.bus import EVENTS_STREAM
 from tests.salon import kyiv
 from tests.support import RunningHub
 from tests.test_inbox_api import call, inbound, set_status

@@ -18,9 +18,9 @@ from crm_store.models import Conversation, Message
 from crm_store.timeutil import as_utc
 from hub.config import Settings
 from hub.messages import Author
-from hub.replies import send_reply
+from hub.pipeline.replies import send_reply
 from hub.state import Hub
-from hub.web import AccessLogger, create_app
+from hub.web.app import AccessLogger, create_app
 
 T = TypeVar("T")
 

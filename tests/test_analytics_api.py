@@ -24,7 +24,7 @@ from crm_store.db import transaction
 from crm_store.models import Client, Conversation, Message, Staff
 from crm_store.staff import add_staff, hash_password
 from crm_store.timeutil import as_utc
-from hub.analytics_api import table_csv
+from hub.web.analytics_api import table_csv
 from tests.salon import RULES, Salon, build_salon, kyiv
 from tests.support import RunningHub, client_session, login, message_row
 

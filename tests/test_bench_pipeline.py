@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from hub.bench import pipeline
-from hub.cli import main
+from hub.cli.main import main
 
 
 async def test_the_pipeline_bench_answers_every_client_once(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hub import eval as hub_eval
 from hub.config import Settings
+from hub.eval import runner as hub_eval
 
 HOSTILE = {
     "empty": "",

@@ -33,9 +33,9 @@ from crm_store.models import (
 from crm_store.segments import Segment, count, segment_client_ids
 from crm_store.staff import add_staff
 from crm_store.timeutil import aware
-from hub.broadcasts import personal_text, render_broadcast, templates
-from hub.cli import main
-from hub.notices import RENDERERS, RenderContext, Skip
+from hub.cli.main import main
+from hub.jobs.broadcasts import personal_text, render_broadcast, templates
+from hub.jobs.notices import RENDERERS, RenderContext, Skip
 from tests.salon import KYIV, Salon, build_salon, kyiv
 from tests.support import RunningHub, client_session, login, on_db
 

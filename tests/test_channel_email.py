@@ -32,9 +32,9 @@ from channels.email_imap import RECONNECT_MAX_S, ImapConfig, ImapError, ImapMail
 from channels.email_parse import parse_mail
 from crm_store.models import Client, Conversation, Message
 from crm_store.timeutil import as_utc
-from hub.bus import NotReplayable
 from hub.messages import Author, DeliveryStatus, InboundMessage, OutboundMessage, QuickReply, utcnow
-from hub.replies import send_reply
+from hub.pipeline.bus import NotReplayable
+from hub.pipeline.replies import send_reply
 from tests.fakes.mail_servers import (
     HOST,
     ImapServer,

@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from crm_store.models import AuditEntry, ChannelIdentity, Client, Conversation, Message
 from crm_store.staff import staff_by_email
 from hub.messages import Author, ContactHints, DeliveryState, DeliveryStatus, InboundMessage
-from hub.replies import send_reply
+from hub.pipeline.replies import send_reply
 from tests.support import RunningHub, client_session, eventually, rows, start_hub
 from tests.test_webchat import add_owner
 

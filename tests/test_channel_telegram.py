@@ -35,7 +35,7 @@ from crm_store.db import transaction
 from crm_store.models import ChannelIdentity, Client, Conversation, Message
 from hub.config import Settings
 from hub.messages import Attachment, Author, DeliveryState, OutboundMessage, QuickReply
-from hub.replies import send_reply
+from hub.pipeline.replies import send_reply
 from tests.fakes.telegram_server import FakeTelegram
 from tests.support import FakeTime, RunningHub, client_session, eventually, login, rows, start_hub
 from tests.test_webchat import add_owner

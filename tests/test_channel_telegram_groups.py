@@ -32,7 +32,7 @@ from crm_store.models import ChannelIdentity, Client, Conversation
 from crm_store.models import Message as Stored
 from hub.config import Settings
 from hub.messages import Author
-from hub.replies import send_reply
+from hub.pipeline.replies import send_reply
 from tests.fakes.telegram_server import FakeTelegram
 from tests.support import RunningHub, eventually, rows, settled
 from tests.test_channel_telegram import (

@@ -1,4 +1,4 @@
-"""hub/charts.py: the SVG is well formed, accessible (role="img", a title, every value in the
+"""hub/web/charts.py: the SVG is well formed, accessible (role="img", a title, every value in the
 description), escapes every label, draws bars in proportion, copes with no data, zeros and
 missing values; and the number formats the analytics page uses."""
 
@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 from markupsafe import Markup
 
-from hub.charts import (
+from hub.web.charts import (
     bar_chart,
     column_chart,
     duration_text,

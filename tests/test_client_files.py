@@ -1,12 +1,12 @@
 """Serving a client's file: the bytes decide what is shown inline, and nothing can run
-(hub/client_files.py; tests/browser/test_client_files.py opens them in Chromium)."""
+(hub/web/client_files.py; tests/browser/test_client_files.py opens them in Chromium)."""
 
 from __future__ import annotations
 
 import pytest
 
 from channels.base import FetchedFile
-from hub.client_files import SANDBOX, file_headers
+from hub.web.client_files import SANDBOX, file_headers
 from tests.support import RunningHub, client_session, login
 from tests.test_webchat import add_owner
 

@@ -46,8 +46,8 @@ from crm_store.import_source import (
 )
 from crm_store.models import AuditEntry, Client
 from crm_store.timeutil import aware
-from hub.cli import main
-from hub.cli_import import ProgressBar
+from hub.cli.import_clients import ProgressBar
+from hub.cli.main import main
 from tests.support import on_db
 
 KYIV = ZoneInfo("Europe/Kyiv")
@@ -889,7 +889,7 @@ ADDRESS_SPACE = 1024 * MB
 CHILD = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[1]),) * 2)
-from hub.cli import main
+from hub.cli.main import main
 for path in sys.argv[2:]:
     code = main(["import", "clients", path])
     print("run", code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)

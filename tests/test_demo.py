@@ -14,7 +14,7 @@ from crm_store.db import transaction
 from crm_store.demo import load_demo_salon
 from crm_store.models import Appointment, Client
 from crm_store.slots import find_slots
-from hub.cli import main
+from hub.cli.main import main
 
 NOW = datetime(2027, 3, 10, 9, 30, tzinfo=UTC)
 

@@ -1,5 +1,5 @@
 """Each reply is sent once, however many stream entries of it reach however many dispatchers
-(hub/outbound.py: the claim on a message before the provider call).
+(hub/pipeline/dispatcher.py: the claim on a message before the provider call).
 
 1. Two real dispatcher processes, a thousand replies each on the stream twice, a fake Twilio
    over HTTP: every reply arrives exactly once.
@@ -37,11 +37,11 @@ from crm_store.conversations import open_conversation, record_outbound, set_deli
 from crm_store.db import transaction
 from crm_store.models import Client, Conversation, Message
 from crm_store.timeutil import as_utc, utcnow
-from hub.bus import DEAD_STREAM, outbound_stream
 from hub.config import Settings
 from hub.messages import Author, DeliveryState, DeliveryStatus, OutboundMessage
-from hub.outbound import GROUP, Backoff, Dispatcher
-from hub.replies import outbound_of, send_reply
+from hub.pipeline.bus import DEAD_STREAM, outbound_stream
+from hub.pipeline.dispatcher import GROUP, Backoff, Dispatcher
+from hub.pipeline.replies import outbound_of, send_reply
 from hub.state import Hub
 from tests.fakes.twilio_server import FakeTwilio
 from tests.support import FakeTime, eventually
@@ -99,7 +99,7 @@ RUN = 50
 async def queue_replies(
     sessions: async_sessionmaker[AsyncSession], chats: list[Conversation]
 ) -> list[OutboundMessage]:
-    """REPLIES replies stored `queued` (as hub.replies stores them), round the chats."""
+    """REPLIES replies stored `queued` (as hub.pipeline.replies stores them), round the chats."""
     outbound = []
     async with transaction(sessions) as session:
         for n in range(REPLIES):

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from hub import events_api
 from hub.messages import ContactHints, InboundMessage
+from hub.web import events_api
 from tests.support import RunningHub, client_session, login, next_frame
 from tests.test_inbox_api import seed, set_status, signed_in
 from tests.test_webchat import add_owner

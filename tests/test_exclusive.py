@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from hub.exclusive import PREFIX, run_exclusive
+from hub.pipeline.exclusive import PREFIX, run_exclusive
 from tests.support import eventually
 
 LEASE_MS = 300  # the lease's TTL lives in Redis, so it is short rather than faked

@@ -29,12 +29,12 @@ from sqlmodel import col, func, select
 
 from crm_store.db import create_engine, session_factory
 from crm_store.models import Message
-from hub.bus import DEAD_STREAM, BusUnavailable, Entry, PermanentError
 from hub.config import Settings
-from hub.consumer import StreamConsumer
-from hub.leases import ShardLeases
 from hub.messages import InboundMessage
-from hub.outage import is_outage
+from hub.pipeline.bus import DEAD_STREAM, BusUnavailable, Entry, PermanentError
+from hub.pipeline.consumer import StreamConsumer
+from hub.pipeline.leases import ShardLeases
+from hub.pipeline.outage import is_outage
 from hub.state import Hub
 from tests.fakes.viber_server import AUTH_TOKEN, FakeViber, post_callback, text_message, viber_user
 from tests.support import eventually, start_hub
@@ -416,7 +416,7 @@ def short_busy_timeout(hub: Hub) -> None:
 async def test_database_out_of_reach_for_seconds_loses_nothing(
     settings: Settings, redis: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hub.consumer")
+    caplog.set_level(logging.INFO, logger="hub.pipeline.consumer")
     # The test reads what was stored straight from the database, never through the outage.
     reader = create_engine(settings.database_url or "")
     async with database_outage(settings) as (hub_settings, outage):

@@ -34,8 +34,8 @@ from pydantic import SecretStr
 from channels.twilio_signature import compute_signature
 from crm_store.models import Message
 from hub.config import Settings
-from hub.router import GROUP as ROUTER_GROUP
-from hub.web import stream_lag
+from hub.pipeline.router import GROUP as ROUTER_GROUP
+from hub.web.app import stream_lag
 from tests.fakes.instagram_graph_server import (
     ACCESS_TOKEN,
     ACCOUNT_ID,

@@ -20,7 +20,7 @@ import pytest
 from bots import tokens
 from bots.llm import LlmBrain
 from bots.tools import Tools
-from hub.eval import TIMEZONE, Outcome, evaluate
+from hub.eval.runner import TIMEZONE, Outcome, evaluate
 from tests.fakes.replay_server import FIXTURE, RECORDINGS, ReplayServer, key_of, load
 
 MODEL = "qwen2.5-coder-1.5b-instruct"  # the fixture's model: its recordings win a tie

@@ -8,8 +8,8 @@ import re
 
 from aiohttp import web
 
-from hub import openapi
-from hub.http_json import read_body
+from hub.web import openapi
+from hub.web.http_json import read_body
 from tests.support import RunningHub, client_session, login
 from tests.test_webchat import add_owner
 

@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from crm_store.db import transaction
 from crm_store.models import AuditEntry, Client, Conversation, Message
 from hub.messages import InboundMessage
-from hub.router import consent_keyword
+from hub.pipeline.router import consent_keyword
 from prompts import load_json
 from tests.salon import build_salon
 from tests.support import RunningHub, client_session, eventually, next_frame

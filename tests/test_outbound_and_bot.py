@@ -13,8 +13,8 @@ from crm_store.db import transaction
 from crm_store.models import Conversation, Message
 from crm_store.staff import add_staff
 from hub.messages import Author, DeliveryState, DeliveryStatus, OutboundMessage
-from hub.outbound import Backoff, Dispatcher
-from hub.replies import send_reply
+from hub.pipeline.dispatcher import Backoff, Dispatcher
+from hub.pipeline.replies import send_reply
 from tests.support import client_session, eventually, next_frame, start_hub
 
 

@@ -14,9 +14,9 @@ from sqlmodel import col, select
 
 from crm_store.models import AuditEntry, ChannelIdentity, Client, Message
 from crm_store.timeutil import as_utc
-from hub.bus import DEAD_STREAM, inbound_stream
 from hub.config import Settings
 from hub.messages import ContactHints, InboundMessage
+from hub.pipeline.bus import DEAD_STREAM, inbound_stream
 from hub.state import Hub
 from tests.support import eventually
 
@@ -239,7 +239,7 @@ async def test_malformed_entry_goes_to_dead_letters_and_replays(settings, redis,
         async def hub_cli(*args: str) -> subprocess.CompletedProcess[str]:
             return await asyncio.to_thread(
                 subprocess.run,
-                [sys.executable, "-m", "hub.cli", *args],
+                [sys.executable, "-m", "hub.cli.main", *args],
                 env=env,
                 cwd=ROOT,
                 capture_output=True,

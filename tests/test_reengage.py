@@ -30,8 +30,8 @@ from crm_store.models import (
     Service,
 )
 from crm_store.reengage import plan_reengagement
-from hub.notices import RENDERERS, Notice, RenderContext, Skip
-from hub.reengage import button, render_reengage, since
+from hub.jobs.notices import RENDERERS, Notice, RenderContext, Skip
+from hub.jobs.reengage import button, render_reengage, since
 from tests.salon import KYIV, RULES, Salon, build_salon, kyiv
 
 NOW = kyiv("2027-03-01 09:00")  # a Monday morning

@@ -96,7 +96,7 @@ MATRIX: dict[str, Op] = {
     "GET /api/channels": Op(May.STAFF),
     # The team, for assigning (a master's copy may leave out what she has no use for).
     "GET /api/staff": Op(May.STAFF),
-    # Switching accounts off and on is the owner's alone (hub/team_api.py), admins included.
+    # Switching accounts off and on is the owner's alone (hub/web/team_api.py), admins included.
     "POST /api/staff/{id}/deactivate": Op(
         May.MANAGE, lambda w, s: [Call({"id": w.iryna})], owner_only=True
     ),

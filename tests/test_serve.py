@@ -28,7 +28,7 @@ async def test_serve_demo_on_embedded_defaults_and_stop_on_sigterm(tmp_path: Pat
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "hub.cli",
+        "hub.cli.main",
         "serve",
         "--demo",
         "--port",
@@ -81,7 +81,7 @@ async def test_a_taken_port_fails_at_once_in_one_line(tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "DATABASE"))}
         env.update({"HUB_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)})
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hub.cli", "serve", "--demo", "--port", str(port),
+            sys.executable, "-m", "hub.cli.main", "serve", "--demo", "--port", str(port),
             cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         out, err = await asyncio.wait_for(proc.communicate(), 60)

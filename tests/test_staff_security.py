@@ -18,10 +18,10 @@ from channels.webchat import COOKIE as WEBCHAT_COOKIE
 from crm_store.db import transaction
 from crm_store.models import AuditEntry, Staff
 from crm_store.staff import add_staff
-from hub.cli import main as hub_cli
+from hub.cli.main import main as hub_cli
 from hub.config import Settings
-from hub.forwarded import client_of, parse_networks
-from hub.login_throttle import FREE_PER_ACCOUNT, FREE_PER_ADDRESS, FREE_PER_DEVICE
+from hub.web.forwarded import client_of, parse_networks
+from hub.web.login_throttle import FREE_PER_ACCOUNT, FREE_PER_ADDRESS, FREE_PER_DEVICE
 from tests.support import RunningHub, client_session, start_hub
 
 OWNER = ("owner@salon.test", "owner-pass-1")

@@ -1,4 +1,4 @@
-"""hub/xadd_batch.py: publishers at the same time share a pipeline, each gets its own entry
+"""hub/pipeline/xadd_batch.py: publishers at the same time share a pipeline, each gets its own entry
 or its own error, and nobody is left waiting."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from hub.xadd_batch import XaddBatcher
+from hub.pipeline.xadd_batch import XaddBatcher
 
 
 async def test_concurrent_publishers_each_get_their_own_entry(redis: Any) -> None:

@@ -371,9 +371,9 @@ def serve_hub(spec: dict[str, Any], ready: Any, stop: Any) -> None:
 
 
 async def _serve_hub(spec: dict[str, Any], ready: Any, stop: Any) -> None:
-    from hub.cli import settle_heap
+    from hub.cli.main import settle_heap
     from hub.state import Hub
-    from hub.web import AccessLogger, create_app
+    from hub.web.app import AccessLogger, create_app
 
     _log_like_serve(spec["log"])
     hub = Hub(

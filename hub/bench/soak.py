@@ -113,7 +113,7 @@ async def soak(minutes: float, interval: float, *, demo: bool, probe: bool) -> R
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "hub.cli",
+                "hub.cli.main",
                 "serve",
                 "--port",
                 str(port),

@@ -83,7 +83,7 @@ class Deliveries:
     def note(self, msg: OutboundMessage) -> None:
         self.count += 1
         self.keys.add(msg.idempotency_key)
-        # Bot replies carry "bot:<client message id>:<n>" (hub.botworker).
+        # Bot replies carry "bot:<client message id>:<n>" (hub.pipeline.bot_worker).
         parts = msg.idempotency_key.split(":")
         if len(parts) == 3 and parts[0] == "bot":
             self.first.setdefault(parts[1], time.perf_counter())

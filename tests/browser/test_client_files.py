@@ -1,5 +1,5 @@
 """A client's files in Chromium: an SVG or HTML part with a script, shown in the inbox and opened
-by a staff member, runs nothing; a real photo still shows inline (hub/client_files.py)."""
+by a staff member, runs nothing; a real photo still shows inline (hub/web/client_files.py)."""
 
 from __future__ import annotations
 

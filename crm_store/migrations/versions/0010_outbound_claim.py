@@ -2,7 +2,7 @@
 
 Two dispatcher processes could both find a reply `queued` and both send it. A dispatcher now
 moves the row to `sending` with its name and a lease in one conditional UPDATE, and only the
-one whose UPDATE changed the row sends (hub/outbound.py).
+one whose UPDATE changed the row sends (hub/pipeline/dispatcher.py).
 
 Revision ID: 0010
 Revises: 0009

@@ -1,0 +1,393 @@
+"""A consumer-group worker over Redis streams: read, handle, ack after success.
+
+- A handler that returns has its entry acknowledged.
+- A handler that raises `PermanentError` (a malformed entry) sends it to hub:dead at once.
+- An outage (the database or Redis out of reach: hub.outage) is not the entry's fault: the
+  consumer keeps the entry in hand and tries it again in place, with capped backoff and
+  without counting a delivery, until it works or the consumer stops (then it stays pending).
+- Any other exception leaves the entry pending; after `claim_idle_ms` it is reclaimed with
+  XAUTOCLAIM and tried again, and once it has been delivered `max_deliveries` times it goes
+  to hub:dead with the last error. Entries of a consumer that died are reclaimed the same way.
+- With shard leases, a shard with entries still pending is not read further until they are
+  done, so the entries of one chat are handled strictly in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from hub.pipeline.bus import ERRORS_HASH, Bus, Entry, PermanentError, parse_entries
+from hub.pipeline.leases import ShardLeases
+from hub.pipeline.outage import is_outage, outage_delay
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Entry], Awaitable[None]]
+
+
+class StreamConsumer:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        group: str,
+        name: str,
+        handler: Handler,
+        streams: list[str],
+        leases: ShardLeases | None = None,
+        claim_idle_ms: int = 30_000,
+        max_deliveries: int = 5,
+        batch: int = 50,
+        block_ms: int = 1_000,
+        lane: Callable[[Entry], str] | None = None,
+        outage_backoff_cap: float = 5.0,
+    ) -> None:
+        self.bus = bus
+        self.redis = bus.redis
+        self.group = group
+        self.name = name
+        self.handler = handler
+        self.streams = streams
+        self.leases = leases
+        self.claim_idle_ms = claim_idle_ms
+        self.max_deliveries = max_deliveries
+        self.batch = batch
+        # Entries of one stream with the same lane (say, one chat) are handled in order; other
+        # lanes go at the same time, so a chat that must wait (Telegram's one message a
+        # second) does not hold up every other chat of its channel.
+        self.lane = lane
+        self.block_ms = min(block_ms, max(50, claim_idle_ms // 2))
+        self.outage_backoff_cap = outage_backoff_cap
+        self._recovering: set[str] = set()
+        self._groups_ready: set[str] = set()
+        self._stopping = asyncio.Event()
+        self._last_rebalance = 0.0
+        self._last_sweep = 0.0
+        # Entries read and not yet acked or given up, per stream: kept fresh (see _keep_alive)
+        # so no other consumer reclaims an entry that is only waiting its turn in a lane.
+        self._in_flight: dict[str, set[str]] = {}
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Loop until stop(); a failing Redis is waited out, never a crash loop."""
+        failures = 0
+        heartbeat = (
+            asyncio.create_task(self._heartbeat(), name=f"{self.name}-leases")
+            if self.leases is not None
+            else None
+        )
+        keep_alive = asyncio.create_task(self._keep_alive(), name=f"{self.name}-in-flight")
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.poll_once()
+                    failures = 0
+                except (RedisConnectionError, RedisTimeoutError, ResponseError, OSError) as exc:
+                    # Waited out, never fatal: a consumer that died here would leave its
+                    # streams unread until the process restarts.
+                    failures += 1
+                    # Entries may have been delivered to us with the reply lost, or handled
+                    # and not acked: every shard held is recovered before it is read further.
+                    if self.leases is not None:
+                        self._recovering |= self.leases.owned
+                    delay = min(10.0, 0.2 * 2**failures)
+                    log.warning(
+                        "%s: redis unavailable (%s); retrying in %.1fs", self.name, exc, delay
+                    )
+                    await self._pause(delay)
+        finally:
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(keep_alive, self.claim_idle_ms / 1000 + 5)
+            except (TimeoutError, asyncio.CancelledError, Exception):
+                log.debug("%s: in-flight refresher ended", self.name, exc_info=True)
+            if heartbeat is not None:
+                try:
+                    await asyncio.wait_for(heartbeat, self.leases.lease_ms / 1000 + 5)  # type: ignore[union-attr]
+                except (TimeoutError, asyncio.CancelledError, Exception):
+                    log.debug("%s: lease heartbeat ended", self.name, exc_info=True)
+            if self.leases is not None:
+                try:
+                    await self.leases.release_all()
+                except Exception:  # the server may be gone at shutdown
+                    log.debug("could not release leases", exc_info=True)
+
+    async def _heartbeat(self) -> None:
+        assert self.leases is not None
+        # Ends on the stop event, not by cancellation, for the reason _keep_alive gives: a
+        # cancellation swallowed mid-command kept a stopping hub waiting out its whole grace.
+        while not self._stopping.is_set():
+            await self._pause(self.leases.lease_ms / 3000)
+            if self._stopping.is_set():
+                break
+            try:
+                await self.leases.renew()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("%s: could not renew shard leases: %s", self.name, exc)
+
+    async def _keep_alive(self) -> None:
+        """Reset the idle time of entries in hand (XCLAIM to ourselves, JUSTID: the delivery
+        count stays), so a batch that takes longer than claim_idle_ms — a chat waiting out a
+        provider's limit — is not handed to a second consumer and sent twice. An entry of a
+        consumer that died is no longer refreshed and is reclaimed as before."""
+        # Stops on the stop event, not by cancellation: redis-py can swallow a cancellation
+        # that lands mid-command (docs/pipeline.md), which would leave this loop running.
+        while not self._stopping.is_set():
+            await self._pause(self.claim_idle_ms / 3000)
+            for stream, ids in list(self._in_flight.items()):
+                if not ids:
+                    continue
+                try:
+                    await self.redis.xclaim(
+                        stream, self.group, self.name, 0, sorted(ids), justid=True
+                    )
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    log.warning("%s: could not refresh entries in hand: %s", self.name, exc)
+
+    def _hold(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._in_flight.setdefault(entry.stream, set()).add(entry.id)
+
+    def _release(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            self._in_flight.get(entry.stream, set()).discard(entry.id)
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def current_streams(self) -> list[str]:
+        if self.leases is None:
+            return self.streams
+        now = time.monotonic()
+        if now - self._last_rebalance >= self.leases.lease_ms / 3000:
+            await self.leases.rebalance()
+            self._last_rebalance = now
+            self._recovering |= self.leases.newly_acquired
+            self.leases.newly_acquired.clear()
+        self._recovering &= self.leases.owned
+        return sorted(self.leases.owned)
+
+    async def poll_once(self) -> int:
+        """One round: recover what is pending, then read and handle new entries."""
+        streams = await self.current_streams()
+        await self._ensure_groups(streams)
+        handled = 0
+        ready: list[str] = []
+        sweep_due = time.monotonic() - self._last_sweep >= self.claim_idle_ms / 2000
+        for stream in streams:
+            if self.leases is None:
+                if sweep_due:
+                    handled += await self._reclaim(stream)
+                ready.append(stream)
+                continue
+            if stream in self._recovering:
+                handled += await self._reclaim(stream)
+                if await self._pending_count(stream):
+                    continue
+                self._recovering.discard(stream)
+            ready.append(stream)
+        if sweep_due:
+            self._last_sweep = time.monotonic()
+        if not ready:
+            await self._pause(min(0.5, self.claim_idle_ms / 4000))
+            return handled
+        try:
+            reply = await self.redis.xreadgroup(
+                self.group,
+                self.name,
+                {s: ">" for s in ready},
+                count=self.batch,
+                block=self.block_ms,
+            )
+        except ResponseError as exc:
+            # The stream or its group went away under a blocked read (a FLUSHDB, a trimmed
+            # or deleted key): make them again on the next round.
+            if "NOGROUP" in str(exc) or "UNBLOCKED" in str(exc):
+                self._groups_ready.clear()
+                return handled
+            raise
+        batches = [
+            [Entry(stream, eid, fields or {}) for eid, fields in entries]
+            for stream, entries in parse_entries(reply)
+        ]
+        counts = await asyncio.gather(*(self._handle_lanes(b) for b in batches))
+        return handled + sum(counts)
+
+    async def _ensure_groups(self, streams: list[str]) -> None:
+        for stream in streams:
+            if stream not in self._groups_ready:
+                await self.bus.ensure_group(stream, self.group)
+                self._groups_ready.add(stream)
+
+    async def _pending_count(self, stream: str) -> int:
+        summary = await self.redis.xpending(stream, self.group)
+        return int(summary["pending"] if isinstance(summary, dict) else summary[0])
+
+    async def _reclaim(self, stream: str) -> int:
+        reply = await self.redis.xautoclaim(
+            stream,
+            self.group,
+            self.name,
+            min_idle_time=self.claim_idle_ms,
+            start_id="0-0",
+            count=self.batch,
+        )
+        # Redis 6.2 answers [cursor, entries]; 7 adds the ids of entries trimmed away.
+        claimed = reply[1] if len(reply) > 1 else []
+        if not claimed:
+            return 0
+        ids = [eid for eid, _ in claimed]
+        counts = await self._delivery_counts(stream, ids)
+        entries = []
+        for eid, fields in claimed:
+            if fields is None:  # trimmed while pending: nothing left to handle
+                await self._ack(Entry(stream, eid, {}))
+                continue
+            entries.append(Entry(stream, eid, fields, deliveries=counts.get(eid, 1)))
+        return await self._handle_lanes(entries)
+
+    async def _handle_lanes(self, entries: list[Entry]) -> int:
+        self._hold(entries)
+        try:
+            return await self._lanes(entries)
+        finally:
+            self._release(entries)
+
+    async def _lanes(self, entries: list[Entry]) -> int:
+        if self.lane is None:
+            return await self._handle_sequence(entries)
+        lanes: dict[str, list[Entry]] = {}
+        for entry in entries:
+            try:
+                key = self.lane(entry)
+            except Exception:
+                key = ""  # a malformed entry: the handler dead-letters it in its lane
+            lanes.setdefault(key, []).append(entry)
+        counts = await asyncio.gather(*(self._handle_sequence(lane) for lane in lanes.values()))
+        return sum(counts)
+
+    async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
+        rows = await self.redis.xpending_range(
+            stream,
+            self.group,
+            min=ids[0],
+            max=ids[-1],
+            count=len(ids) * 2 + 10,
+            consumername=self.name,
+        )
+        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+
+    async def _handle_sequence(self, entries: list[Entry]) -> int:
+        """Entries of one stream, in order; the first transient failure stops the sequence."""
+        done = 0
+        for n, entry in enumerate(entries):
+            if entry.deliveries > self.max_deliveries:
+                error = await self.redis.hget(ERRORS_HASH, _error_key(entry)) or (
+                    "the consumer died or timed out while handling it"
+                )
+                await self.bus.dead_letter(entry, error)
+                await self._ack(entry)
+                continue
+            try:
+                handled = await self._handle_through_outages(entry)
+            except PermanentError as exc:
+                await self.bus.dead_letter(entry, f"{type(exc).__name__}: {exc}")
+                await self._ack(entry)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("%s: %s entry %s failed", self.name, entry.stream, entry.id)
+                await self.redis.hset(
+                    ERRORS_HASH, _error_key(entry), f"{type(exc).__name__}: {exc}"[:4000]
+                )
+                self._recovering.add(entry.stream)
+                # This one and the rest of its lane wait to be reclaimed, in order.
+                self._release(entries[n:])
+                break
+            if not handled or not await self._ack_through_outages(entry):
+                # Stopped during an outage: this one and the rest stay pending, in order.
+                self._release(entries[n:])
+                break
+            done += 1
+        return done
+
+    async def _handle_through_outages(self, entry: Entry) -> bool:
+        """Run the handler; an outage is waited out in place (the entry stays in hand, kept
+        fresh, its delivery count unchanged). False if the consumer stopped meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                await self.handler(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(exc, PermanentError) or not is_outage(exc):
+                    raise
+                attempt += 1
+                if not await self._wait_out(entry, exc, attempt):
+                    return False
+                continue
+            if attempt:
+                log.info(
+                    "%s: %s entry %s went through after %d tries",
+                    self.name,
+                    entry.stream,
+                    entry.id,
+                    attempt + 1,
+                )
+            return True
+
+    async def _ack_through_outages(self, entry: Entry) -> bool:
+        """Ack a handled entry, waiting out Redis if it is away (handling it again would
+        change nothing, but holds up the chat). False if the consumer stopped meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                await self._ack(entry)
+                return True
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                attempt += 1
+                if not await self._wait_out(entry, exc, attempt):
+                    return False
+
+    async def _wait_out(self, entry: Entry, exc: BaseException, attempt: int) -> bool:
+        if self._stopping.is_set():
+            return False
+        delay = outage_delay(attempt - 1, cap=self.outage_backoff_cap)
+        # One line, no stack: an outage of minutes must not bury the log.
+        if attempt == 1 or attempt % 10 == 0:
+            log.warning(
+                "%s: %s entry %s waits out an outage (try %d; again in %.1fs): %s: %s",
+                self.name,
+                entry.stream,
+                entry.id,
+                attempt,
+                delay,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:300] if str(exc) else "",
+            )
+        await self._pause(delay)
+        return not self._stopping.is_set()
+
+    async def _ack(self, entry: Entry) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(entry.stream, self.group, entry.id)
+            pipe.hdel(ERRORS_HASH, _error_key(entry))
+            await pipe.execute()
+
+
+def _error_key(entry: Entry) -> str:
+    return f"{entry.stream}|{entry.id}"

@@ -1,0 +1,160 @@
+"""The staff API for client cards: search, the whole card, edits. See docs/api.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from crm_store.business import Rules
+from crm_store.clients import ClientError, client_card, list_clients, update_client
+from crm_store.db import transaction
+from crm_store.inbox import list_master_clients
+from crm_store.models import AuditEntry, ChannelIdentity, Client
+from hub.web import auth, roles
+from hub.web.booking_api import appointments_json, local_iso
+from hub.web.http_json import hub_of, positive_int, query_int, read_body, refuse
+
+routes = web.RouteTableDef()
+MAX_PAGE = 200
+
+
+class ClientBody(BaseModel):
+    """Only the fields sent are changed; null empties name, phone, email or language."""
+
+    name: str | None = Field(default=None, max_length=200)
+    phone: str | None = Field(default=None, max_length=40)
+    email: str | None = Field(default=None, max_length=320)
+    language: str | None = Field(default=None, max_length=16)
+    tags: list[str] | None = Field(default=None, max_length=50)
+    notes: str | None = Field(default=None, max_length=10_000)
+    preferred_master_id: int | None = Field(default=None, ge=1)
+    marketing_consent: bool | None = None
+
+
+@routes.get("/api/clients")
+async def clients(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    limit = query_int(request, "limit", 50, low=1, high=MAX_PAGE)
+    offset = query_int(request, "offset", 0, low=0, high=10**9)
+    master = await roles.master_id_of(request)
+    async with hub.sessions() as session:
+        rules = await hub.rules(session)
+        query = request.query.get("q", "")[:100]
+        if master is None:
+            rows = await list_clients(session, query=query, limit=limit, offset=offset)
+        else:
+            # Only the clients the master has an appointment or a conversation with.
+            rows = await list_master_clients(
+                session, master, query=query, limit=limit, offset=offset
+            )
+    return web.json_response({"clients": [client_json(c, rules) for c in rows]})
+
+
+@routes.get("/api/clients/{id}")
+async def card(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    client_id = positive_int(request.match_info["id"], "id")
+    await roles.check_client(request, client_id)
+    master = await roles.master_id_of(request)
+    async with hub.sessions() as session:
+        rules = await hub.rules(session)
+        return web.json_response(await card_json(session, client_id, rules, master_id=master))
+
+
+async def card_json(
+    session: AsyncSession, client_id: int, rules: Rules, *, master_id: int | None = None
+) -> dict[str, Any]:
+    """The whole card: identities, appointments and the audit trail (404 if unknown). For a
+    master, only their own appointments (and their audit entries). `visits` (done) and
+    `no_shows` count all of the client's appointments, a master's view too: how reliable a
+    client is matters to whoever keeps time for them, and a count shows no one's details."""
+    try:
+        found = await client_card(session, client_id)
+    except ClientError as exc:
+        raise refuse(web.HTTPNotFound, str(exc)) from None
+    visits = found.appointments
+    trail = found.audit
+    if master_id is not None:
+        visits = [a for a in visits if a.master_id == master_id]
+        others = {a.id for a in found.appointments} - {a.id for a in visits}
+        trail = [e for e in trail if not (e.entity == "appointment" and e.entity_id in others)]
+    appointments = await appointments_json(session, visits, rules)
+    return {
+        **client_json(found.client, rules),
+        "identities": [identity_json(i, rules) for i in found.identities],
+        "appointments": appointments,
+        "audit": [audit_json(e, rules) for e in trail],
+        "visits": found.visits,
+        "no_shows": found.no_shows,
+    }
+
+
+@routes.patch("/api/clients/{id}")
+async def change_client(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    client_id = positive_int(request.match_info["id"], "id")
+    await roles.check_client(request, client_id)
+    changes = (await read_body(request, ClientBody)).model_dump(exclude_unset=True)
+    for key in ("tags", "notes", "marketing_consent"):
+        if key in changes and changes[key] is None:
+            raise refuse(web.HTTPBadRequest, f"{key} can't be null")
+    try:
+        async with transaction(hub.sessions) as session:
+            client = await update_client(
+                session,
+                client_id,
+                changes,
+                actor="staff",
+                staff_id=request[auth.STAFF_KEY],
+                region=hub.settings.hub_default_region,
+            )
+            rules = await hub.rules(session)
+    except ClientError as exc:
+        kind = web.HTTPNotFound if exc.status == 404 else web.HTTPBadRequest
+        raise refuse(kind, str(exc)) from None
+    return web.json_response(client_json(client, rules))
+
+
+def client_json(client: Client, rules: Rules) -> dict[str, Any]:
+    return {
+        "id": client.id,
+        "name": client.name,
+        "phone": client.phone,
+        "email": client.email,
+        "language": client.language,
+        "source_channel": client.source_channel,
+        "tags": client.tags,
+        "notes": client.notes,
+        "preferred_master_id": client.preferred_master_id,
+        "marketing_consent": client.marketing_consent,
+        "first_contact_at": local_iso(client.first_contact_at, rules),
+        "last_contact_at": local_iso(client.last_contact_at, rules),
+        "last_visit_at": local_iso(client.last_visit_at, rules),
+        "merged_into_id": client.merged_into_id,
+    }
+
+
+def identity_json(identity: ChannelIdentity, rules: Rules) -> dict[str, Any]:
+    return {
+        "channel": identity.channel,
+        "inbox": identity.inbox,
+        "external_id": identity.external_id,
+        "username": identity.username,
+        "display_name": identity.display_name,
+        "linked_at": local_iso(identity.created_at, rules),
+    }
+
+
+def audit_json(entry: AuditEntry, rules: Rules) -> dict[str, Any]:
+    return {
+        "at": local_iso(entry.at, rules),
+        "entity": entry.entity,
+        "entity_id": entry.entity_id,
+        "actor": entry.actor,
+        "staff_id": entry.staff_id,
+        "action": entry.action,
+        "changes": entry.changes,
+    }
