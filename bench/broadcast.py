@@ -35,8 +35,7 @@ from crm_store import broadcasts
 from crm_store.db import transaction
 from crm_store.models import ChannelIdentity, Client, Message, ScheduledMessage
 from hub.bench.databases import fresh_database, label
-from hub.config import Settings
-from hub.jobs.rate_limits import parse_rates
+from hub.config import Settings, parse_rates
 from hub.state import Hub
 from tests.fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
 from tests.fakes.viber_server import AUTH_TOKEN as VIBER_TOKEN

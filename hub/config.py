@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,33 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CHANNEL_NAMES = ("telegram", "instagram", "viber", "sms", "email", "webchat")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_rates(text: str) -> dict[str, float]:
+    """ "telegram=25,sms=1" → {"telegram": 25.0, "sms": 1.0} (messages a second)."""
+    rates: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        try:
+            rate = float(value)
+        except ValueError:
+            raise ValueError(f"bad rate {part!r}: use channel=messages_per_second") from None
+        if rate <= 0:
+            raise ValueError(f"bad rate {part!r}: it must be above zero")
+        rates[name.strip()] = rate
+    return rates
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """ "10.0.0.1, 192.168.0.0/16, ::1" → networks; ValueError names a bad entry."""
+    networks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {item!r}") from None
+    return tuple(networks)
 
 
 class Settings(BaseSettings):
@@ -160,16 +188,12 @@ class Settings(BaseSettings):
     @field_validator("hub_send_rates")
     @classmethod
     def _rates(cls, value: str) -> str:
-        from hub.jobs.rate_limits import parse_rates
-
         parse_rates(value)
         return value
 
     @field_validator("hub_trusted_proxies")
     @classmethod
     def _proxies(cls, value: str) -> str:
-        from hub.web.forwarded import parse_networks
-
         parse_networks(value)
         return value
 
@@ -186,6 +210,14 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_region(cls, value: str) -> str:
         return value.upper()
+
+    @cached_property
+    def send_rates(self) -> dict[str, float]:
+        return parse_rates(self.hub_send_rates)
+
+    @cached_property
+    def trusted_proxies(self) -> tuple[Network, ...]:
+        return parse_networks(self.hub_trusted_proxies)
 
     @cached_property
     def data_dir(self) -> Path:

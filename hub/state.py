@@ -34,7 +34,6 @@ from hub.brains import build_responder
 from hub.channel_setup import build_channels
 from hub.config import Settings
 from hub.embedded_redis import EmbeddedRedis
-from hub.jobs.rate_limits import parse_rates
 from hub.jobs.scheduler import Scheduler, SchedulerConfig
 from hub.messages import DeliveryStatus, InboundMessage
 from hub.pipeline.bot_worker import BotWorker
@@ -230,7 +229,7 @@ class Hub:
                 interval_s=s.hub_scheduler_interval_s,
                 batch=s.hub_scheduler_batch,
                 lease=timedelta(seconds=s.hub_scheduler_lease_s),
-                rates=parse_rates(s.hub_send_rates),
+                rates=s.send_rates,
                 viber_bot_initiated=s.hub_viber_bot_initiated,
                 reengage_every=timedelta(minutes=s.hub_reengage_every_min),
                 concurrency=1 if is_sqlite(db_url) else 8,

@@ -24,21 +24,6 @@ return got
 """
 
 
-def parse_rates(text: str) -> dict[str, float]:
-    """ "telegram=25,sms=1" → {"telegram": 25.0, "sms": 1.0} (messages a second)."""
-    rates: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, value = part.partition("=")
-        try:
-            rate = float(value)
-        except ValueError:
-            raise ValueError(f"bad rate {part!r}: use channel=messages_per_second") from None
-        if rate <= 0:
-            raise ValueError(f"bad rate {part!r}: it must be above zero")
-        rates[name.strip()] = rate
-    return rates
-
-
 class RateLimits:
     """Per-channel token buckets in Redis: every hub process draws from the same one."""
 

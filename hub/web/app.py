@@ -29,7 +29,7 @@ from hub.web import (
     ui,
 )
 from hub.web.client_files import sandbox_files
-from hub.web.forwarded import client_address, parse_networks
+from hub.web.forwarded import client_address
 
 log = logging.getLogger(__name__)
 LAG_SCAN_LIMIT = 10_000
@@ -141,7 +141,7 @@ def metrics_app(hub: Hub) -> web.Application:
 def create_app(hub: Hub) -> web.Application:
     app = web.Application(
         middlewares=[
-            forwarded.middleware(parse_networks(hub.settings.hub_trusted_proxies)),
+            forwarded.middleware(hub.settings.trusted_proxies),
             sandbox_files,
             errors,
             guard_metrics,

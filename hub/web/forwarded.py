@@ -16,22 +16,11 @@ from collections.abc import Iterable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from hub.config import Network
 from hub.web import auth
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
 OVER_TLS = web.RequestKey("over_tls", bool)
-
-
-def parse_networks(text: str) -> tuple[Network, ...]:
-    """ "10.0.0.1, 192.168.0.0/16, ::1" → networks; ValueError names a bad entry."""
-    networks = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        try:
-            networks.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"not an IP address or network: {item!r}") from None
-    return tuple(networks)
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
