@@ -371,7 +371,7 @@ def serve_hub(spec: dict[str, Any], ready: Any, stop: Any) -> None:
 
 
 async def _serve_hub(spec: dict[str, Any], ready: Any, stop: Any) -> None:
-    from hub.cli.main import settle_heap
+    from hub.cli.common import settle_heap
     from hub.state import Hub
     from hub.web.app import AccessLogger, create_app
 

@@ -1,2 +1,3 @@
-"""The `hub` command: one module per command group, shared helpers in hub.cli.common.
-May import every room of hub; nothing in hub imports it (bench and eval are beside it)."""
+"""The `hub` command: one module per command group, shared helpers in hub.cli.common; main.py
+builds the parser from the groups and is imported by none of them (only `python -m hub.cli`).
+May import every room of hub; of hub, only hub.bench imports it (hub.cli.common.settle_heap)."""

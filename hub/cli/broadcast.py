@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from hub.cli.common import CliError, with_database
 from hub.config import Settings
 
 if TYPE_CHECKING:
@@ -147,8 +148,6 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
-    from hub.cli.main import CliError
-
     text, title = args.text, args.title
     if args.template:
         template = _template(args.template, args.lang)
@@ -193,7 +192,6 @@ def _title_of(text: str) -> str:
 
 
 def _template(template_id: str, language: str) -> dict[str, str]:
-    from hub.cli.main import CliError
     from hub.jobs.broadcasts import templates
 
     found = {t["id"]: t for t in templates(language)}
@@ -367,7 +365,6 @@ def _run(
     from crm_store.broadcasts import BroadcastError
     from crm_store.business import get_business
     from crm_store.db import session_factory, transaction
-    from hub.cli.main import CliError, _with_database
 
     settings = Settings()
 
@@ -384,4 +381,4 @@ def _run(
         except BroadcastError as exc:
             raise CliError(str(exc)) from None
 
-    return asyncio.run(_with_database(settings, run))
+    return asyncio.run(with_database(settings, run))

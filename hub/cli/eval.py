@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hub.cli.common import CliError
 from hub.config import Settings
 
 if TYPE_CHECKING:
@@ -82,7 +83,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from hub.cli.main import CliError
     from hub.eval.runner import Prices, ScenarioError, brain_factory, evaluate, totals
 
     if not args.verbose:
@@ -116,8 +116,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def pick_brain(choice: str, settings: Settings) -> Brain:
-    from hub.cli.main import CliError
-
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
     if choice == "llm" and not key:
         raise CliError("--brain llm needs OPENAI_API_KEY (and OPENAI_BASE_URL for another server)")
@@ -129,7 +127,6 @@ def pick_brain(choice: str, settings: Settings) -> Brain:
 def scenarios_dir(given: Path | None) -> Path:
     """The directory asked for (relative to the cwd, else to the checkout), or the
     checkout's tests/scenarios, so `hub eval` works from any directory."""
-    from hub.cli.main import CliError
     from hub.eval.runner import default_scenarios_dir
 
     default = default_scenarios_dir()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 from zoneinfo import ZoneInfo
 
+from hub.cli.common import CliError, with_database
 from hub.config import Settings
 
 if TYPE_CHECKING:
@@ -63,7 +64,6 @@ def cmd_import_clients(args: argparse.Namespace) -> int:
         load_clients_file,
         parse_mapping,
     )
-    from hub.cli.main import CliError
 
     settings = Settings()
     progress = ProgressBar(sys.stderr)
@@ -100,7 +100,6 @@ async def _import(
 
     from crm_store.client_import import run_import
     from crm_store.db import session_factory
-    from hub.cli.main import CliError, _with_database
 
     async def action(engine: AsyncEngine) -> ImportReport:
         try:
@@ -110,12 +109,11 @@ async def _import(
         except SQLAlchemyError as exc:
             raise CliError(f"the import failed and nothing was saved: {exc}") from None
 
-    return await _with_database(settings, action)
+    return await with_database(settings, action)
 
 
 def _check_writable(path: Path) -> None:
     """Fail before the import, not after it was saved."""
-    from hub.cli.main import CliError
 
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
@@ -126,7 +124,6 @@ def _check_writable(path: Path) -> None:
 
 def _write_report(path: Path, report: ImportReport) -> None:
     from crm_store.client_import import write_report_csv
-    from hub.cli.main import CliError
 
     try:
         # With a BOM Excel opens the file as UTF-8, so Cyrillic reasons stay readable.
