@@ -87,7 +87,8 @@ async def close_session(redis: Redis, token: str | None) -> None:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Whether the staff member behind a session may still act (loaded once per request; hub/roles).
+# Whether the staff member behind a session may still act (hub/web/roles.py; loaded once a
+# request).
 ActiveCheck = Callable[[web.Request], Awaitable[bool]]
 PUBLIC_API = frozenset({"/api/auth/login"})
 
