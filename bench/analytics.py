@@ -68,7 +68,7 @@ from crm_store.models import (
     TimeOff,
     WorkingHours,
 )
-from hub.bench.databases import fresh_database, label
+from hub.cli.bench.databases import fresh_database, label
 from hub.web.analytics_api import read_query
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)

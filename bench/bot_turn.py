@@ -31,7 +31,7 @@ from crm_store.conversations import InboundData, record_inbound
 from crm_store.db import create_engine, session_factory, transaction
 from crm_store.demo import load_demo_salon
 from crm_store.identity import Hints
-from hub.bench.databases import fresh_database, label
+from hub.cli.bench.databases import fresh_database, label
 from tests.fakes.openai_server import Calls, FakeOpenAI, Text, ToolCall, last_user_text
 
 NOW = datetime(2027, 3, 1, 9, 0, tzinfo=ZoneInfo("Europe/Kyiv"))

@@ -34,7 +34,7 @@ from bench.fake_providers import TELEGRAM_TOKEN, FakeProviders
 from crm_store import broadcasts
 from crm_store.db import transaction
 from crm_store.models import ChannelIdentity, Client, Message, ScheduledMessage
-from hub.bench.databases import fresh_database, label
+from hub.cli.bench.databases import fresh_database, label
 from hub.config import Settings, parse_rates
 from hub.state import Hub
 from tests.fakes.twilio_server import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER

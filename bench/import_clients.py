@@ -112,7 +112,7 @@ async def run(url: str, path: Path) -> tuple[float, float, dict[str, int]]:
 
 
 async def bench(rows: int, database_url: str | None) -> None:
-    from hub.bench.databases import fresh_database, label
+    from hub.cli.bench.databases import fresh_database, label
 
     with tempfile.TemporaryDirectory(prefix="hub-import-bench-") as tmp:
         path = Path(tmp) / "clients.csv"

@@ -29,7 +29,7 @@ from crm_store.catalog import (
 from crm_store.db import create_engine, session_factory, transaction
 from crm_store.models import Appointment, Client
 from crm_store.slots import find_slots
-from hub.bench.databases import fresh_database, label
+from hub.cli.bench.databases import fresh_database, label
 
 MASTERS = 10
 APPOINTMENTS = 5_000

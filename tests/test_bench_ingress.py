@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from hub.bench import ingress, soak
+from hub.cli.bench import ingress, soak
 
 
 def parse(module: Any, *argv: str) -> argparse.Namespace:

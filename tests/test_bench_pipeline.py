@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.bench import pipeline
+from hub.cli.bench import pipeline
 from hub.cli.main import main
 
 

@@ -9,8 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from hub import bench
-from hub.cli import broadcast, database, dead, import_clients, serve, staff
+from hub.cli import bench, broadcast, database, dead, import_clients, serve, staff
 from hub.cli import eval as cli_eval
 from hub.cli.common import CliError
 

@@ -20,13 +20,13 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from hub.bench.databases import fresh_database
+from hub.cli.bench.databases import fresh_database
 from hub.embedded_redis import EmbeddedRedis
 
 # subcommand -> module with add_arguments(parser) and run(args) -> exit code
 MODES = {
-    "ingress": ("hub.bench.ingress", "webhook ingress: Telegram webhook requests a second"),
-    "soak": ("hub.bench.soak", "idle `hub serve` resident memory over time"),
+    "ingress": ("hub.cli.bench.ingress", "webhook ingress: Telegram webhook requests a second"),
+    "soak": ("hub.cli.bench.soak", "idle `hub serve` resident memory over time"),
 }
 POSTGRES_ENV = "HUB_BENCH_POSTGRES_URL"
 
@@ -92,7 +92,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from hub.bench import pipeline
+    from hub.cli.bench import pipeline
 
     if args.messages < 1 or (args.clients is not None and args.clients < 1):
         raise SystemExit("--messages and --clients must be at least 1")

@@ -1,7 +1,7 @@
 """What `hub bench pipeline` feeds the hub and where the hub's answers end up.
 
 - `synthetic_messages`: many clients on several channels, each writing a question the
-  offline brain answers in one turn (hub/bench/clients.json), in the salon's languages.
+  offline brain answers in one turn (hub/cli/bench/clients.json), in the salon's languages.
 - `SinkChannel`: stands in for a provider. It takes every reply at once and notes when it
   was handed over, so the figures are the hub's own, not a provider's.
 - `TimedResponder` notes how long the brain took per message, so the hub's overhead can be

@@ -31,16 +31,16 @@ from crm_store.db import transaction
 from crm_store.demo import load_demo_salon
 from crm_store.models import Message
 from crm_store.timeutil import utcnow
-from hub.bench.ceilings import redis_ceiling, store_ceiling
-from hub.bench.stats import peak_rss_mib, percentile
-from hub.bench.traffic import (
+from hub.brains import build_responder
+from hub.cli.bench.ceilings import redis_ceiling, store_ceiling
+from hub.cli.bench.stats import peak_rss_mib, percentile
+from hub.cli.bench.traffic import (
     DelayedModel,
     Deliveries,
     SinkChannel,
     TimedResponder,
     synthetic_messages,
 )
-from hub.brains import build_responder
 from hub.config import Settings
 from hub.messages import InboundMessage
 from hub.state import Hub
@@ -255,7 +255,7 @@ async def router_processes(opts: Options, settings: Settings) -> AsyncIterator[l
     }
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hub.bench.router_process", env=env, stdout=PIPE
+            sys.executable, "-m", "hub.cli.bench.router_process", env=env, stdout=PIPE
         )
         for _ in range(opts.routers)
     ]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from hub.bench.stats import child_pids, latency_line, rss_mib
+from hub.cli.bench.stats import child_pids, latency_line, rss_mib
 
 TARGET_MIB = 200e6 / 2**20  # 200 MB
 FLAT_MIB_PER_HOUR = 1.0  # growth at or under this over the second half counts as flat
@@ -148,7 +148,7 @@ def _fresh_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.upper() not in names}
     env["HUB_DATA_DIR"] = str(data_dir)
     # The hub's own source tree first, whether or not it is installed.
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 

@@ -32,9 +32,9 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from hub.bench import add_database_arguments, admin_url
-from hub.bench.databases import fresh_database, label
-from hub.bench.stats import cpu_seconds, latency_line_ms, peak_rss_mib, percentile
+from hub.cli.bench import add_database_arguments, admin_url
+from hub.cli.bench.databases import fresh_database, label
+from hub.cli.bench.stats import cpu_seconds, latency_line_ms, peak_rss_mib, percentile
 
 # A made-up token of the right shape: the bench's Bot API is local.
 TOKEN = "7000000001:AAbenchBenchBenchBenchBenchBench01"
