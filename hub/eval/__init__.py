@@ -1,2 +1,2 @@
 """`hub eval`'s engine: the AI administrator against scripted client dialogues (docs/eval.md).
-May import every room but hub.cli and hub.bench; the command itself is hub/cli/eval.py."""
+May import every room but hub.cli; the command itself is hub/cli/eval.py."""
