@@ -10,7 +10,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-CHANNEL_NAMES = ("telegram", "instagram", "viber", "sms", "email", "webchat")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
