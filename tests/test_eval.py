@@ -18,7 +18,7 @@ from bots import tokens
 from hub.cli.eval import pick_brain
 from hub.cli.main import main
 from hub.config import Settings
-from hub.eval import runner as hub_eval
+from hub.eval import scenarios as hub_eval
 from tests.fakes.openai_server import Calls, FakeOpenAI, Step, Text, ToolCall, last_user_text
 from tests.fakes.openai_server import tool_results as results_since_client
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from bots.llm_writes import find_contact
 from bots.reply_guard import amounts, clean, match_service, unknown_prices
 from bots.tool_text import TextCall, parse_tool_calls
-from hub.eval.runner import Prices, evaluate, failed_check, outcome_json, totals
+from hub.eval.figures import Prices, failed_check, outcome_json, totals
+from hub.eval.runner import evaluate
 from prompts import load_json
 from tests.fakes.openai_server import FakeOpenAI, Text
 from tests.salon import build_salon

@@ -20,7 +20,9 @@ import pytest
 from bots import tokens
 from bots.llm import LlmBrain
 from bots.tools import Tools
-from hub.eval.runner import TIMEZONE, Outcome, evaluate
+from hub.eval.outcomes import Outcome
+from hub.eval.runner import evaluate
+from hub.eval.scenarios import TIMEZONE
 from tests.fakes.replay_server import FIXTURE, RECORDINGS, ReplayServer, key_of, load
 
 MODEL = "qwen2.5-coder-1.5b-instruct"  # the fixture's model: its recordings win a tie

@@ -18,7 +18,8 @@ from hub.cli.common import CliError
 from hub.config import Settings
 
 if TYPE_CHECKING:
-    from hub.eval.runner import Brain, Outcome
+    from hub.eval.outcomes import Outcome
+    from hub.eval.runner import Brain
 
 # Tool refusals, model requests and migrations log at INFO: noise around the table.
 QUIET_LOGGERS = ("bots", "crm_store", "hub", "httpx", "httpx2", "openai", "alembic")
@@ -83,7 +84,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from hub.eval.runner import Prices, ScenarioError, brain_factory, evaluate, totals
+    from hub.eval.figures import Prices, totals
+    from hub.eval.runner import brain_factory, evaluate
+    from hub.eval.scenarios import ScenarioError
 
     if not args.verbose:
         for name in QUIET_LOGGERS:
@@ -127,7 +130,7 @@ def pick_brain(choice: str, settings: Settings) -> Brain:
 def scenarios_dir(given: Path | None) -> Path:
     """The directory asked for (relative to the cwd, else to the checkout), or the
     checkout's tests/scenarios, so `hub eval` works from any directory."""
-    from hub.eval.runner import default_scenarios_dir
+    from hub.eval.scenarios import default_scenarios_dir
 
     default = default_scenarios_dir()
     if given is None:
@@ -166,7 +169,7 @@ def _printer(*, dialogues: bool) -> Callable[[Outcome], None]:
 
 
 def _document(outcomes: list[Outcome], summary: dict[str, Any]) -> dict[str, Any]:
-    from hub.eval.runner import outcome_json
+    from hub.eval.figures import outcome_json
 
     ordered = sorted(outcomes, key=lambda o: o.scenario.name)
     return {"totals": summary, "scenarios": [outcome_json(o) for o in ordered]}
