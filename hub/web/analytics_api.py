@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from crm_store import analytics
 from crm_store.analytics import TABLES, Query, Table
@@ -27,13 +28,44 @@ from crm_store.csv_cells import spreadsheet_safe
 from crm_store.timeutil import as_utc
 from hub.messages import ChannelName
 from hub.web import roles
-from hub.web.http_json import hub_of, refuse
+from hub.web.answers import Day
+from hub.web.http_json import CALENDAR, FIRST_YEAR, LAST_YEAR, answer, hub_of, refuse
 from prompts import load_json, pick_language
 
 routes = web.RouteTableDef()
 CHANNELS: tuple[str, ...] = get_args(ChannelName)
 MAX_LOST_DAYS = 90
 BOM = "\ufeff"
+
+
+class Period(BaseModel):
+    """The days the figures are for (both included), in the salon's zone."""
+
+    from_: Day = Field(alias="from")
+    to: Day
+    timezone: str
+
+
+class TableData(BaseModel):
+    """Rows are objects keyed by the columns, in column order (docs/metrics.md)."""
+
+    columns: list[str]
+    rows: list[dict[str, Any]]
+
+
+class Dashboard(BaseModel):
+    period: Period
+    channel: str | None
+    days: int
+    currency: str
+    tables: dict[str, TableData]
+
+
+class OneTable(BaseModel):
+    table: str
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    period: Period
 
 
 class QueryError(ValueError):
@@ -92,9 +124,12 @@ def _date(params: Mapping[str, str], name: str) -> date | None:
     if not value:
         return None
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise QueryError(name, "date", f"{name} must be a date, YYYY-MM-DD") from None
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise QueryError(name, "date", f"{name} must be {CALENDAR}")
+    return day
 
 
 def _lost_days(params: Mapping[str, str]) -> int:
@@ -124,12 +159,10 @@ def csv_url(name: str, query: Query) -> str:
     return f"/api/analytics/{name}.csv?{urlencode(query_params(query))}"
 
 
-def period_json(query: Query) -> dict[str, str]:
-    return {
-        "from": query.first.isoformat(),
-        "to": query.last.isoformat(),
-        "timezone": query.tz.key,
-    }
+def period(query: Query) -> Period:
+    return Period.model_validate(
+        {"from": query.first.isoformat(), "to": query.last.isoformat(), "timezone": query.tz.key}
+    )
 
 
 def cell(value: Any, tz: ZoneInfo) -> Any:
@@ -180,17 +213,17 @@ async def every_table(request: web.Request) -> web.Response:
         rules = await hub.rules(session)
         query = _query(request, rules, staff.language)
         tables = await analytics.dashboard(session, query)
-    return web.json_response(
-        {
-            "period": period_json(query),
-            "channel": query.channel,
-            "days": query.lost_days,
-            "currency": rules.currency,
-            "tables": {
-                name: {"columns": list(found.columns), "rows": rows_json(found, query.tz)}
+    return answer(
+        Dashboard(
+            period=period(query),
+            channel=query.channel,
+            days=query.lost_days,
+            currency=rules.currency,
+            tables={
+                name: TableData(columns=list(found.columns), rows=rows_json(found, query.tz))
                 for name, found in tables.items()
             },
-        }
+        )
     )
 
 
@@ -211,13 +244,13 @@ async def one_table_csv(request: web.Request) -> web.Response:
 @routes.get("/api/analytics/{table}")
 async def one_table(request: web.Request) -> web.Response:
     name, query, found = await _one(request)
-    return web.json_response(
-        {
-            "table": name,
-            "columns": list(found.columns),
-            "rows": rows_json(found, query.tz),
-            "period": period_json(query),
-        }
+    return answer(
+        OneTable(
+            table=name,
+            columns=list(found.columns),
+            rows=rows_json(found, query.tz),
+            period=period(query),
+        )
     )
 
 

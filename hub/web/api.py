@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel
 
 from channels.base import AttachmentUnavailable
 from crm_store.conversations import conversation_messages
@@ -19,9 +19,10 @@ from hub.pipeline.events import message_frame
 from hub.pipeline.handoff import HandoffError, close, give_back
 from hub.pipeline.replies import send_reply
 from hub.web import auth, roles
+from hub.web.answers import Done, MessageFrame, Time
 from hub.web.client_files import file_headers
 from hub.web.forwarded import client_address, secure_cookies
-from hub.web.http_json import hub_of, positive_int, read_body, refuse
+from hub.web.http_json import answer, hub_of, positive_int, read_body, refuse
 from hub.web.login_throttle import DEVICE_COOKIE, DEVICE_COOKIE_PATH, DEVICE_TTL_S, LoginThrottle
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,39 @@ class ReplyBody(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=64)
 
 
+class SignedIn(BaseModel):
+    """The signed-in staff member, with the CSRF token their session's changes must carry."""
+
+    id: int
+    email: str
+    name: str
+    role: str
+    csrf_token: str
+
+
+class ChannelHealth(BaseModel):
+    channel: str
+    state: Literal["ok", "paused", "error"]
+    reason: str
+    until: Time | None
+
+
+class ChannelList(RootModel[list[ChannelHealth]]):
+    pass
+
+
+class MessageList(BaseModel):
+    messages: list[MessageFrame]
+
+
+class Moved(BaseModel):
+    """A conversation given back to the bot or closed: nobody's any more."""
+
+    id: int
+    status: str
+    assignee_id: None
+
+
 @routes.post("/api/auth/login")
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginBody)
@@ -47,22 +81,24 @@ async def login(request: web.Request) -> web.Response:
     attempt = await throttle.attempt(body.email, client_address(request), device)
     if isinstance(attempt, int):
         log.info("login refused: too many failed attempts (wait %ss)", attempt)
-        return web.json_response(
-            {"error": "too many failed attempts; try again later", "retry_after": attempt},
-            status=429,
-            headers={"Retry-After": str(attempt)},
+        refused = refuse(
+            web.HTTPTooManyRequests,
+            "too many failed attempts; try again later",
+            retry_after=attempt,
         )
+        refused.headers["Retry-After"] = str(attempt)
+        raise refused
     async with transaction(hub.sessions) as session:
         staff = await authenticate(session, body.email, body.password)
     if staff is None:
         await throttle.failed(attempt)
         log.info("failed staff login")
-        return web.json_response({"error": "wrong email or password"}, status=401)
+        raise refuse(web.HTTPUnauthorized, "wrong email or password")
     device = await throttle.succeeded(attempt, device)
     settings = hub.settings
     max_age = settings.hub_session_days * 86400
     token, csrf = await auth.open_session(hub.redis, staff.id, max_age)  # type: ignore[arg-type]
-    response = web.json_response({**_staff_json(staff), "csrf_token": csrf})
+    response = answer(_signed_in(staff, csrf))
     secure = secure_cookies(request, settings.cookie_secure)
     for name, value, httponly in ((auth.COOKIE, token, True), (auth.CSRF_COOKIE, csrf, False)):
         # The CSRF cookie is readable by the inbox's scripts, which send it back as a header.
@@ -90,7 +126,7 @@ async def login(request: web.Request) -> web.Response:
 @routes.post("/api/auth/logout")
 async def logout(request: web.Request) -> web.Response:
     await auth.close_session(hub_of(request).redis, request.cookies.get(auth.COOKIE))
-    response = web.json_response({"ok": True})
+    response = answer(Done())
     response.del_cookie(auth.COOKIE, path="/")
     response.del_cookie(auth.CSRF_COOKIE, path="/")
     return response
@@ -99,15 +135,20 @@ async def logout(request: web.Request) -> web.Response:
 @routes.get("/api/me")
 async def me(request: web.Request) -> web.Response:
     staff = await roles.staff_of(request)
-    return web.json_response({**_staff_json(staff), "csrf_token": request[auth.CSRF_KEY]})
+    return answer(_signed_in(staff, request[auth.CSRF_KEY]))
 
 
 @routes.get("/api/channels")
 async def channels(request: web.Request) -> web.Response:
     """The channels that are on, each with its state (ok, paused with a reason, error)."""
     hub = hub_of(request)
-    return web.json_response(
-        [{"channel": name, **ch.status().as_json()} for name, ch in sorted(hub.channels.items())]
+    return answer(
+        ChannelList(
+            [
+                ChannelHealth(channel=name, **ch.status().as_json())
+                for name, ch in sorted(hub.channels.items())
+            ]
+        )
     )
 
 
@@ -120,10 +161,10 @@ async def messages(request: web.Request) -> web.Response:
     async with hub_of(request).sessions() as session:
         conversation = await session.get(Conversation, conversation_id)
         if conversation is None:
-            return web.json_response({"error": "no such conversation"}, status=404)
+            raise refuse(web.HTTPNotFound, "no such conversation")
         await roles.check_conversation(request, conversation)
         rows = await conversation_messages(session, conversation_id)
-    return web.json_response({"messages": [message_frame(m) for m in rows]})
+    return answer(MessageList(messages=[MessageFrame(**message_frame(m)) for m in rows]))
 
 
 @routes.post("/api/conversations/{id}/messages")
@@ -134,10 +175,10 @@ async def reply(request: web.Request) -> web.Response:
     async with hub.sessions() as session:
         conversation = await session.get(Conversation, conversation_id)
     if conversation is None:
-        return web.json_response({"error": "no such conversation"}, status=404)
+        raise refuse(web.HTTPNotFound, "no such conversation")
     await roles.check_conversation(request, conversation)
     if conversation.status == "closed":
-        return web.json_response({"error": "the conversation is closed"}, status=409)
+        raise refuse(web.HTTPConflict, "the conversation is closed")
     queued = await send_reply(
         hub.sessions,
         hub.bus,
@@ -150,7 +191,8 @@ async def reply(request: web.Request) -> web.Response:
     async with transaction(hub.sessions) as session:
         # Who answers has read what they answer.
         await mark_read(session, request[auth.STAFF_KEY], conversation_id)
-    return web.json_response(message_frame(queued.message), status=201 if queued.created else 200)
+    frame = MessageFrame(**message_frame(queued.message))
+    return answer(frame, 201 if queued.created else 200)
 
 
 @routes.post("/api/conversations/{id}/release")
@@ -179,9 +221,7 @@ async def _move(request: web.Request, action: Any) -> web.Response:
     except HandoffError as exc:
         missing = "no conversation" in str(exc)
         raise refuse(web.HTTPNotFound if missing else web.HTTPConflict, str(exc)) from None
-    return web.json_response(
-        {"id": conversation.id, "status": conversation.status, "assignee_id": None}
-    )
+    return answer(Moved(id=conversation.id, status=conversation.status, assignee_id=None))
 
 
 @routes.get("/api/attachments/{channel}/{inbox}/{ref}")
@@ -192,6 +232,9 @@ async def attachment(request: web.Request) -> web.StreamResponse:
     channel = hub.channels.get(request.match_info["channel"])
     if channel is None:
         raise refuse(web.HTTPNotFound, "no such channel")
+    if any("\x00" in request.match_info[k] for k in ("inbox", "ref")):
+        # No file is named so; and PostgreSQL can't even compare such a name.
+        raise refuse(web.HTTPNotFound, "no such file")
     master = await roles.master_id_of(request)
     if master is not None:
         async with hub.sessions() as session:
@@ -209,5 +252,11 @@ async def attachment(request: web.Request) -> web.StreamResponse:
     return web.Response(body=fetched.content, content_type=content_type, headers=headers)
 
 
-def _staff_json(staff: Staff) -> dict[str, Any]:
-    return {"id": staff.id, "email": staff.email, "name": staff.name, "role": staff.role}
+def _signed_in(staff: Staff, csrf: str) -> SignedIn:
+    return SignedIn(
+        id=staff.id,  # type: ignore[arg-type]
+        email=staff.email,
+        name=staff.name,
+        role=staff.role,
+        csrf_token=csrf,
+    )

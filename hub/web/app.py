@@ -28,6 +28,7 @@ from hub.web import (
     team_api,
     ui,
 )
+from hub.web.answers import ErrorBody
 from hub.web.client_files import sandbox_files
 from hub.web.forwarded import client_address
 
@@ -60,6 +61,22 @@ async def errors(request: web.Request, handler: auth.Handler) -> web.StreamRespo
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return web.json_response({"error": "internal error"}, status=500)
+
+
+@web.middleware
+async def api_refusals(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+    """aiohttp's own refusals under /api/ (no such route 404, a method the route lacks 405, a
+    body over client_max_size 413) in the API's error shape, as every other refusal there;
+    elsewhere they stay as aiohttp writes them."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        ours = exc.content_type == "application/json"
+        if request.path.startswith("/api/") and exc.status >= 400 and not ours:
+            refused = ErrorBody(error=exc.reason.lower())
+            exc.text = refused.model_dump_json(exclude_unset=True)
+            exc.content_type = "application/json"
+        raise
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -144,6 +161,7 @@ def create_app(hub: Hub) -> web.Application:
             forwarded.middleware(hub.settings.trusted_proxies),
             sandbox_files,
             errors,
+            api_refusals,
             guard_metrics,
             auth.require_staff(lambda r: r.app[HUB].redis, roles.load_active),
         ],

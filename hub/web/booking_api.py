@@ -1,16 +1,14 @@
 """The staff booking API: the price list, the masters, free times, appointments and the salon's
-settings. The rules themselves are crm_store's; this module reads requests and writes JSON.
-See docs/api.md."""
+settings. The rules themselves are crm_store's; this module reads requests, and answers with
+the models of hub/web/booking_answers.py. See docs/api.md."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import date, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
-from sqlmodel import col, select
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store.appointments import (
@@ -22,36 +20,82 @@ from crm_store.appointments import (
     reschedule,
     set_status,
 )
-from crm_store.business import EDITABLE as BUSINESS_FIELDS
-from crm_store.business import BusinessError, Rules, get_business, update_business
+from crm_store.business import STEPS, BusinessError, Rules, get_business, update_business
 from crm_store.catalog import list_masters, list_services
 from crm_store.db import transaction
-from crm_store.models import APPOINTMENT_STATUSES, Appointment, Client, Service, Staff
-from crm_store.slots import Slot, find_slots
-from crm_store.timeutil import aware
+from crm_store.inbox import staff_names
+from crm_store.models import APPOINTMENT_STATUSES, Appointment, Service, Staff
+from crm_store.slots import find_slots
 from crm_store.visits import count_unsettled, unsettled
 from hub.web import auth, roles
-from hub.web.http_json import hub_of, optional_int, positive_int, query_date, read_body, refuse
+from hub.web.answers import not_null
+from hub.web.booking_answers import (
+    AppointmentList,
+    MasterList,
+    MasterOffer,
+    MasterView,
+    ServiceList,
+    SlotList,
+    UnsettledList,
+    WorkingDay,
+    appointment_views,
+    business_view,
+    free_time,
+    hhmm,
+    money,
+    service_view,
+)
+from hub.web.http_json import (
+    MAX_ID,
+    CalendarTime,
+    answer,
+    hub_of,
+    optional_int,
+    positive_int,
+    query_date,
+    read_body,
+    refuse,
+)
 
 routes = web.RouteTableDef()
 MAX_SLOT_DAYS = 62
 DEFAULT_SLOT_DAYS = 7
 MAX_LIST_DAYS = 366
 ACTIONS = {"confirm": "confirmed", "cancel": "cancelled", "done": "done", "no_show": "no_show"}
+# Minutes before an appointment (crm_store.business).
+REMINDER_OFFSET = {"type": "integer", "minimum": 10, "maximum": 14 * 1440}
 
 
 class BookBody(BaseModel):
-    client_id: int = Field(ge=1)
-    service_id: int = Field(ge=1)
-    start: AwareDatetime
-    master_id: int | None = Field(default=None, ge=1)
+    client_id: int = Field(ge=1, le=MAX_ID)
+    service_id: int = Field(ge=1, le=MAX_ID)
+    start: CalendarTime
+    master_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     notes: str = Field(default="", max_length=2000)
 
 
 class ChangeBody(BaseModel):
+    """A move needs `start` (and may name `master_id` or `any_master`); the other actions take
+    only a `reason`."""
+
+    # _move_needs_a_time's rule, for the document.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"action": {"const": "move"}}},
+            "then": {"required": ["start"], "properties": {"start": {"type": "string"}}},
+            "else": {
+                "properties": {
+                    "start": {"type": "null"},
+                    "master_id": {"type": "null"},
+                    "any_master": {"const": False},
+                }
+            },
+        }
+    )
+
     action: Literal["move", "confirm", "cancel", "done", "no_show"]
-    start: AwareDatetime | None = None
-    master_id: int | None = Field(default=None, ge=1)
+    start: CalendarTime | None = None
+    master_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     any_master: bool = False
     reason: str = Field(default="", max_length=500)
 
@@ -65,18 +109,30 @@ class ChangeBody(BaseModel):
 
 
 class BusinessBody(BaseModel):
-    name: str | None = Field(default=None, max_length=200)
-    timezone: str | None = Field(default=None, max_length=64)
-    currency: str | None = None
-    slot_step_min: int | None = None
-    lead_min: int | None = Field(default=None, ge=0, le=60 * 24 * 30)
-    horizon_days: int | None = None
-    phone: str | None = Field(default=None, max_length=32)
-    address: dict[Literal["uk", "en", "ru"], str] | None = None
-    hours_text: dict[Literal["uk", "en", "ru"], str] | None = None
-    reminder_offsets_min: list[int] | None = Field(default=None, max_length=5)
-    quiet_start_min: int | None = Field(default=None, ge=0, lt=1440)
-    quiet_end_min: int | None = Field(default=None, ge=0, lt=1440)
+    """Only the settings sent are changed; none can be emptied. A time zone is an IANA name,
+    a currency three letters."""
+
+    # What crm_store.business checks (with its own messages) is stated for the document too.
+    name: str | None = Field(default=None, max_length=200, json_schema_extra=not_null())
+    timezone: str | None = Field(default=None, max_length=64, json_schema_extra=not_null())
+    currency: str | None = Field(default=None, json_schema_extra=not_null(minLength=3, maxLength=3))
+    slot_step_min: int | None = Field(default=None, json_schema_extra=not_null(enum=list(STEPS)))
+    lead_min: int | None = Field(default=None, ge=0, le=60 * 24 * 30, json_schema_extra=not_null())
+    horizon_days: int | None = Field(
+        default=None, json_schema_extra=not_null(minimum=1, maximum=730)
+    )
+    phone: str | None = Field(default=None, max_length=32, json_schema_extra=not_null())
+    address: dict[Literal["uk", "en", "ru"], str] | None = Field(
+        default=None, json_schema_extra=not_null()
+    )
+    hours_text: dict[Literal["uk", "en", "ru"], str] | None = Field(
+        default=None, json_schema_extra=not_null()
+    )
+    reminder_offsets_min: list[int] | None = Field(
+        default=None, max_length=5, json_schema_extra=not_null(items=REMINDER_OFFSET)
+    )
+    quiet_start_min: int | None = Field(default=None, ge=0, lt=1440, json_schema_extra=not_null())
+    quiet_end_min: int | None = Field(default=None, ge=0, lt=1440, json_schema_extra=not_null())
 
 
 def _author(request: web.Request) -> Author:
@@ -98,8 +154,8 @@ async def services(request: web.Request) -> web.Response:
     for card in masters:
         for offer in card.offers:
             doing.setdefault(offer.service_id, []).append(card.staff.id)  # type: ignore[arg-type]
-    return web.json_response(
-        {"services": [service_json(s, rules, doing.get(s.id, [])) for s in rows]}  # type: ignore[arg-type]
+    return answer(
+        ServiceList(services=[service_view(s, rules, doing.get(s.id, [])) for s in rows])  # type: ignore[arg-type]
     )
 
 
@@ -109,32 +165,32 @@ async def masters(request: web.Request) -> web.Response:
     async with hub.sessions() as session:
         rules = await hub.rules(session)
         cards = await list_masters(session)
-    return web.json_response(
-        {
-            "masters": [
-                {
-                    "id": card.staff.id,
-                    "name": card.staff.name,
-                    "services": [
-                        {
-                            "service_id": o.service_id,
-                            "duration_min": o.duration_min,
-                            "price": money(o.price_minor, rules),
-                        }
+    return answer(
+        MasterList(
+            masters=[
+                MasterView(
+                    id=card.staff.id,  # type: ignore[arg-type]
+                    name=card.staff.name,
+                    services=[
+                        MasterOffer(
+                            service_id=o.service_id,
+                            duration_min=o.duration_min,
+                            price=money(o.price_minor, rules),
+                        )
                         for o in card.offers
                     ],
-                    "hours": {
-                        str(weekday): {
-                            "start": hhmm(day.start_min),
-                            "end": hhmm(day.end_min),
-                            "breaks": [[hhmm(a), hhmm(b)] for a, b in day.breaks],
-                        }
+                    hours={
+                        str(weekday): WorkingDay(  # type: ignore[misc]
+                            start=hhmm(day.start_min),
+                            end=hhmm(day.end_min),
+                            breaks=[(hhmm(a), hhmm(b)) for a, b in day.breaks],
+                        )
                         for weekday, day in card.hours.items()
                     },
-                }
+                )
                 for card in cards
             ]
-        }
+        )
     )
 
 
@@ -145,7 +201,7 @@ async def business(request: web.Request) -> web.Response:
         saved = await get_business(
             session, timezone=hub.settings.hub_timezone, currency=hub.settings.hub_currency
         )
-    return web.json_response({key: getattr(saved, key) for key in BUSINESS_FIELDS})
+    return answer(business_view(saved))
 
 
 @routes.patch("/api/business")
@@ -168,7 +224,7 @@ async def change_business(request: web.Request) -> web.Response:
             )
     except BusinessError as exc:
         raise refuse(web.HTTPBadRequest, str(exc)) from None
-    return web.json_response({key: getattr(saved, key) for key in BUSINESS_FIELDS})
+    return answer(business_view(saved))
 
 
 # Free times -------------------------------------------------------------------------------
@@ -205,8 +261,8 @@ async def slots(request: web.Request) -> web.Response:
             earliest=earliest,
             latest=latest,
         )
-        names = await _names(session, {s.master_id for s in found})
-    return web.json_response({"slots": [slot_json(s, rules, names) for s in found]})
+        names = await staff_names(session, {s.master_id for s in found})
+    return answer(SlotList(slots=[free_time(s, rules, names) for s in found]))
 
 
 # Appointments -----------------------------------------------------------------------------
@@ -240,8 +296,8 @@ async def appointments(request: web.Request) -> web.Response:
             client_id=client_id,
             statuses=statuses or None,
         )
-        body = await appointments_json(session, rows, rules)
-    return web.json_response({"appointments": body})
+        body = await appointment_views(session, rows, rules)
+    return answer(AppointmentList(appointments=body))
 
 
 @routes.post("/api/appointments")
@@ -272,10 +328,10 @@ async def create_appointment(request: web.Request) -> web.Response:
                 notes=data.notes,
                 client_window=False,
             )
-            (body,) = await appointments_json(session, [appointment], rules)
+            (body,) = await appointment_views(session, [appointment], rules)
     except AppointmentError as exc:
         raise _refusal(exc, rules) from None
-    return web.json_response(body, status=201)
+    return answer(body, 201)
 
 
 @routes.get("/api/appointments/unsettled")
@@ -290,8 +346,8 @@ async def unsettled_appointments(request: web.Request) -> web.Response:
         rules = await hub.rules(session)
         rows = await unsettled(session, now=now, master_id=master_id)
         count = await count_unsettled(session, now=now, master_id=master_id)
-        body = await appointments_json(session, rows, rules)
-    return web.json_response({"appointments": body, "count": count})
+        body = await appointment_views(session, rows, rules)
+    return answer(UnsettledList(appointments=body, count=count))
 
 
 @routes.get("/api/appointments/{id}")
@@ -304,8 +360,8 @@ async def appointment(request: web.Request) -> web.Response:
         if found is None:
             raise refuse(web.HTTPNotFound, f"no appointment with id {appointment_id}")
         await roles.check_appointment(request, found)
-        (body,) = await appointments_json(session, [found], await hub.rules(session))
-    return web.json_response(body)
+        (body,) = await appointment_views(session, [found], await hub.rules(session))
+    return answer(body)
 
 
 @routes.patch("/api/appointments/{id}")
@@ -328,10 +384,10 @@ async def change_appointment(request: web.Request) -> web.Response:
         async with transaction(hub.sessions) as session:
             rules = await hub.rules(session)
             changed = await _change(session, appointment_id, data, rules, author, now)
-            (body,) = await appointments_json(session, [changed], rules)
+            (body,) = await appointment_views(session, [changed], rules)
     except AppointmentError as exc:
         raise _refusal(exc, rules) from None
-    return web.json_response(body)
+    return answer(body)
 
 
 async def _change(
@@ -367,93 +423,9 @@ def _refusal(exc: AppointmentError, rules: Rules) -> web.HTTPError:
             web.HTTPConflict,
             str(exc),
             reason=exc.reason,
-            alternatives=[slot_json(s, rules, {}) for s in exc.alternatives],
+            alternatives=[free_time(s, rules, {}) for s in exc.alternatives],
         )
     return refuse(web.HTTPNotFound if exc.status == 404 else web.HTTPBadRequest, str(exc))
-
-
-# JSON shapes ------------------------------------------------------------------------------
-
-
-def money(minor: int, rules: Rules) -> dict[str, Any]:
-    return {"amount": minor / 100, "minor": minor, "currency": rules.currency}
-
-
-def hhmm(minutes: int) -> str:
-    return f"{minutes // 60:02d}:{minutes % 60:02d}"
-
-
-def local_iso(value: datetime | None, rules: Rules) -> str | None:
-    """Times as the salon's wall clock with its offset: what staff and the bot talk in."""
-    value = aware(value)
-    return value.astimezone(rules.tz).isoformat() if value else None
-
-
-def service_json(service: Service, rules: Rules, master_ids: list[int]) -> dict[str, Any]:
-    return {
-        "id": service.id,
-        "name": {"uk": service.name_uk, "en": service.name_en, "ru": service.name_ru},
-        "category": service.category,
-        "duration_min": service.duration_min,
-        "buffer_min": service.buffer_min,
-        "price": money(service.price_minor, rules),
-        "active": service.active,
-        "master_ids": master_ids,
-    }
-
-
-def slot_json(slot: Slot, rules: Rules, names: dict[int, str]) -> dict[str, Any]:
-    return {
-        "start": local_iso(slot.start, rules),
-        "end": local_iso(slot.end, rules),
-        "master_id": slot.master_id,
-        "master_name": names.get(slot.master_id),
-    }
-
-
-async def appointments_json(
-    session: AsyncSession, rows: Iterable[Appointment], rules: Rules
-) -> list[dict[str, Any]]:
-    rows = list(rows)
-    masters = await _names(session, {a.master_id for a in rows})
-    client_rows = await session.exec(
-        select(Client).where(col(Client.id).in_({a.client_id for a in rows}))
-    )
-    clients = {c.id: c for c in client_rows.all()}
-    service_rows = await session.exec(
-        select(Service).where(col(Service.id).in_({a.service_id for a in rows}))
-    )
-    services_by_id = {s.id: s for s in service_rows.all()}
-    result = []
-    for a in rows:
-        client = clients.get(a.client_id)
-        service = services_by_id.get(a.service_id)
-        result.append(
-            {
-                "id": a.id,
-                "status": a.status,
-                "start": local_iso(a.start_at, rules),
-                "end": local_iso(a.end_at, rules),
-                "client": {
-                    "id": a.client_id,
-                    "name": client.name if client else None,
-                    "phone": client.phone if client else None,
-                },
-                "master": {"id": a.master_id, "name": masters.get(a.master_id)},
-                "service": {
-                    "id": a.service_id,
-                    "name": {"uk": service.name_uk, "en": service.name_en, "ru": service.name_ru}
-                    if service
-                    else None,
-                },
-                "price": money(a.price_minor, rules),
-                "source": a.source,
-                "notes": a.notes,
-                "created_at": local_iso(a.created_at, rules),
-                "updated_at": local_iso(a.updated_at, rules),
-            }
-        )
-    return result
 
 
 # Helpers ----------------------------------------------------------------------------------
@@ -473,11 +445,3 @@ def _midnight(day: date, rules: Rules) -> datetime:
 async def _is_master(session: AsyncSession, staff_id: int) -> bool:
     staff = await session.get(Staff, staff_id)
     return staff is not None and staff.role == "master"
-
-
-async def _names(session: AsyncSession, ids: set[int]) -> dict[int, str]:
-    """Staff names by id."""
-    if not ids:
-        return {}
-    rows = await session.exec(select(Staff.id, Staff.name).where(col(Staff.id).in_(ids)))
-    return {row[0]: row[1] for row in rows.all()}  # type: ignore[misc]

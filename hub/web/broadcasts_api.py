@@ -4,10 +4,10 @@ are crm_store.broadcasts' and crm_store.segments'; see docs/broadcasts.md."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from crm_store import broadcasts as store
 from crm_store import segments
@@ -15,11 +15,22 @@ from crm_store.business import Rules
 from crm_store.db import transaction
 from crm_store.models import Broadcast
 from crm_store.scheduled import OPEN
-from crm_store.segments import Segment
+from crm_store.segments import CHANNELS, Segment
 from hub.jobs.broadcasts import templates
 from hub.web import roles
-from hub.web.booking_api import local_iso
-from hub.web.http_json import hub_of, positive_int, query_int, read_body, refuse
+from hub.web.answers import Time, not_null
+from hub.web.booking_answers import local_iso
+from hub.web.http_json import (
+    MAX_ID,
+    CalendarDay,
+    CalendarTime,
+    answer,
+    hub_of,
+    positive_int,
+    query_int,
+    read_body,
+    refuse,
+)
 from prompts import LANGUAGES
 
 routes = web.RouteTableDef()
@@ -27,10 +38,22 @@ MAX_PAGE = 200
 SAMPLE = 10
 
 
+class SegmentBody(Segment):
+    """The filters, all of which must hold (docs/broadcasts.md); marketing consent always
+    does. A tag is matched ignoring case; `visited_*` are the salon's days."""
+
+    # crm_store.segments.Segment, with what its validators check stated for the document
+    # (they keep their messages), and dates and ids the API can take.
+    visited_before: CalendarDay | None = None
+    visited_after: CalendarDay | None = None
+    service_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    channel: Annotated[str, Field(json_schema_extra={"enum": list(CHANNELS)})] | None = None
+
+
 class PreviewBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    segment: Segment = Field(default_factory=Segment)
+    segment: SegmentBody = Field(default_factory=SegmentBody)
 
 
 class BroadcastBody(BaseModel):
@@ -38,9 +61,9 @@ class BroadcastBody(BaseModel):
 
     title: str = Field(min_length=1, max_length=store.MAX_TITLE)
     text: str = Field(min_length=1, max_length=store.MAX_TEXT)
-    segment: Segment = Field(default_factory=Segment)
+    segment: SegmentBody = Field(default_factory=SegmentBody)
     # None: sent at once when launched.
-    scheduled_at: AwareDatetime | None = None
+    scheduled_at: CalendarTime | None = None
 
 
 class BroadcastChangeBody(BaseModel):
@@ -48,10 +71,81 @@ class BroadcastChangeBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str | None = Field(default=None, min_length=1, max_length=store.MAX_TITLE)
-    text: str | None = Field(default=None, min_length=1, max_length=store.MAX_TEXT)
-    segment: Segment | None = None
-    scheduled_at: AwareDatetime | None = None
+    title: str | None = Field(
+        default=None, min_length=1, max_length=store.MAX_TITLE, json_schema_extra=not_null()
+    )
+    text: str | None = Field(
+        default=None, min_length=1, max_length=store.MAX_TEXT, json_schema_extra=not_null()
+    )
+    segment: SegmentBody | None = Field(default=None, json_schema_extra=not_null())
+    scheduled_at: CalendarTime | None = None
+
+
+# Answers --------------------------------------------------------------------------------------
+
+
+class SegmentPreview(BaseModel):
+    """How many clients the segment has, and the first names of a few."""
+
+    count: int
+    sample: list[str]
+
+
+class Template(BaseModel):
+    id: str
+    language: str
+    title: str
+    text: str
+
+
+class TemplateList(BaseModel):
+    templates: list[Template]
+
+
+class BroadcastSummary(BaseModel):
+    """A broadcast as it was written (`segment`: the filters of a SegmentBody, each one given),
+    its rows by status and how many are not sent yet (`pending`)."""
+
+    id: int
+    title: str
+    text: str
+    segment: dict[str, Any]
+    status: str
+    scheduled_at: Time | None
+    total: int
+    created_by_staff_id: int | None
+    created_at: Time
+    started_at: Time | None
+    finished_at: Time | None
+    counts: dict[str, int]
+    pending: int
+
+
+class BroadcastProgress(BroadcastSummary):
+    """One broadcast: its rows by status, and by channel and status."""
+
+    channels: dict[str, dict[str, int]]
+
+
+class BroadcastList(BaseModel):
+    broadcasts: list[BroadcastSummary]
+
+
+class RecipientView(BaseModel):
+    client_id: int
+    name: str | None
+    channel: str | None
+    status: str
+    last_error: str | None
+    due_at: Time | None
+    sent_at: Time | None
+
+
+class RecipientList(BaseModel):
+    """`more`: there are further rows (ask with `offset`)."""
+
+    recipients: list[RecipientView]
+    more: bool
 
 
 # Segments and templates ---------------------------------------------------------------------
@@ -72,7 +166,7 @@ async def preview(request: web.Request) -> web.Response:
             raise _refusal(exc) from None
         found = await segments.count(session, segment, now=now, tz=rules.tz)
         sample = await segments.sample_names(session, segment, now=now, tz=rules.tz, limit=SAMPLE)
-    return web.json_response({"count": found, "sample": sample})
+    return answer(SegmentPreview(count=found, sample=sample))
 
 
 @routes.get("/api/broadcast-templates")
@@ -81,7 +175,7 @@ async def broadcast_templates(request: web.Request) -> web.Response:
     language = request.query.get("lang") or None
     if language is not None and language not in LANGUAGES:
         raise refuse(web.HTTPBadRequest, f"lang must be one of {', '.join(LANGUAGES)}")
-    return web.json_response({"templates": templates(language)})
+    return answer(TemplateList(templates=[Template(**t) for t in templates(language)]))
 
 
 # Broadcasts -----------------------------------------------------------------------------------
@@ -97,11 +191,8 @@ async def broadcast_list(request: web.Request) -> web.Response:
         rules = await hub.rules(session)
         found = await store.list_broadcasts(session, limit=limit, offset=offset)
         counts = await store.counts_of(session, [b.id for b in found if b.id is not None])
-    body = [
-        broadcast_json(b, rules) | _counts_json(counts.get(b.id, {}))  # type: ignore[arg-type]
-        for b in found
-    ]
-    return web.json_response({"broadcasts": body})
+    body = [_summary(b, rules, counts.get(b.id, {})) for b in found]  # type: ignore[arg-type]
+    return answer(BroadcastList(broadcasts=body))
 
 
 @routes.post("/api/broadcasts")
@@ -209,21 +300,21 @@ async def recipient_list(request: web.Request) -> web.Response:
         except store.BroadcastError as exc:
             raise _refusal(exc) from None
     rows = [
-        {
-            "client_id": r.client_id,
-            "name": r.name,
-            "channel": r.channel,
-            "status": r.status,
-            "last_error": r.last_error,
-            "due_at": local_iso(r.due_at, rules),
-            "sent_at": local_iso(r.sent_at, rules),
-        }
+        RecipientView(
+            client_id=r.client_id,
+            name=r.name,
+            channel=r.channel,
+            status=r.status,
+            last_error=r.last_error,
+            due_at=local_iso(r.due_at, rules),
+            sent_at=local_iso(r.sent_at, rules),
+        )
         for r in found[:limit]
     ]
-    return web.json_response({"recipients": rows, "more": len(found) > limit})
+    return answer(RecipientList(recipients=rows, more=len(found) > limit))
 
 
-# Answers --------------------------------------------------------------------------------------
+# Building the answers -------------------------------------------------------------------------
 
 
 async def _answer(request: web.Request, broadcast_id: int, *, status: int = 200) -> web.Response:
@@ -236,11 +327,17 @@ async def _answer(request: web.Request, broadcast_id: int, *, status: int = 200)
             progress = await store.progress(session, broadcast_id)
         except store.BroadcastError as exc:
             raise _refusal(exc) from None
-    body = broadcast_json(broadcast, rules) | progress.as_json()
-    return web.json_response(body, status=status)
+    body = BroadcastProgress(**_fields(broadcast, rules), **progress.as_json())
+    return answer(body, status)
 
 
-def broadcast_json(broadcast: Broadcast, rules: Rules) -> dict[str, Any]:
+def _summary(broadcast: Broadcast, rules: Rules, counts: dict[str, int]) -> BroadcastSummary:
+    pending = sum(counts.get(s, 0) for s in OPEN)
+    return BroadcastSummary(**_fields(broadcast, rules), counts=counts, pending=pending)
+
+
+def _fields(broadcast: Broadcast, rules: Rules) -> dict[str, Any]:
+    """The broadcast's own fields (the list and one broadcast add their counts to them)."""
     return {
         "id": broadcast.id,
         "title": broadcast.title,
@@ -254,10 +351,6 @@ def broadcast_json(broadcast: Broadcast, rules: Rules) -> dict[str, Any]:
         "started_at": local_iso(broadcast.started_at, rules),
         "finished_at": local_iso(broadcast.finished_at, rules),
     }
-
-
-def _counts_json(counts: dict[str, int]) -> dict[str, Any]:
-    return {"counts": counts, "pending": sum(counts.get(s, 0) for s in OPEN)}
 
 
 def _refusal(exc: store.BroadcastError) -> web.HTTPError:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -14,24 +14,94 @@ from crm_store.db import transaction
 from crm_store.inbox import list_master_clients
 from crm_store.models import AuditEntry, ChannelIdentity, Client
 from hub.web import auth, roles
-from hub.web.booking_api import appointments_json, local_iso
-from hub.web.http_json import hub_of, positive_int, query_int, read_body, refuse
+from hub.web.answers import Time, not_null
+from hub.web.booking_answers import AppointmentView, appointment_views, local_iso
+from hub.web.http_json import (
+    MAX_ID,
+    answer,
+    hub_of,
+    positive_int,
+    query_int,
+    query_text,
+    read_body,
+    refuse,
+)
+from prompts import LANGUAGES
 
 routes = web.RouteTableDef()
 MAX_PAGE = 200
 
 
 class ClientBody(BaseModel):
-    """Only the fields sent are changed; null empties name, phone, email or language."""
+    """Only the fields sent are changed; null empties name, phone, email, language or the
+    preferred master."""
 
     name: str | None = Field(default=None, max_length=200)
     phone: str | None = Field(default=None, max_length=40)
     email: str | None = Field(default=None, max_length=320)
-    language: str | None = Field(default=None, max_length=16)
-    tags: list[str] | None = Field(default=None, max_length=50)
-    notes: str | None = Field(default=None, max_length=10_000)
-    preferred_master_id: int | None = Field(default=None, ge=1)
-    marketing_consent: bool | None = None
+    # uk, en or ru: crm_store.clients checks it, with its own message.
+    language: Annotated[str, Field(max_length=16, json_schema_extra={"enum": LANGUAGES})] | None = (
+        None
+    )
+    tags: list[str] | None = Field(default=None, max_length=50, json_schema_extra=not_null())
+    notes: str | None = Field(default=None, max_length=10_000, json_schema_extra=not_null())
+    preferred_master_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    marketing_consent: bool | None = Field(default=None, json_schema_extra=not_null())
+
+
+class ClientView(BaseModel):
+    """A client card's own fields (a list shows only these)."""
+
+    id: int
+    name: str | None
+    phone: str | None
+    email: str | None
+    language: str | None
+    source_channel: str | None
+    tags: list[str]
+    notes: str
+    preferred_master_id: int | None
+    marketing_consent: bool
+    first_contact_at: Time | None
+    last_contact_at: Time | None
+    last_visit_at: Time | None
+    merged_into_id: int | None
+
+
+class ClientList(BaseModel):
+    clients: list[ClientView]
+
+
+class IdentityView(BaseModel):
+    """Where the client writes from: a channel, its inbox and the client's id there."""
+
+    channel: str
+    inbox: str
+    external_id: str
+    username: str | None
+    display_name: str | None
+    linked_at: Time
+
+
+class AuditView(BaseModel):
+    at: Time
+    entity: str
+    entity_id: int
+    actor: str
+    staff_id: int | None
+    action: str
+    # Each field changed: [before, after].
+    changes: dict[str, Any]
+
+
+class CardView(ClientView):
+    """The whole card. `visits` (done) and `no_shows` count all the client's appointments."""
+
+    identities: list[IdentityView]
+    appointments: list[AppointmentView]
+    audit: list[AuditView]
+    visits: int
+    no_shows: int
 
 
 @routes.get("/api/clients")
@@ -42,7 +112,7 @@ async def clients(request: web.Request) -> web.Response:
     master = await roles.master_id_of(request)
     async with hub.sessions() as session:
         rules = await hub.rules(session)
-        query = request.query.get("q", "")[:100]
+        query = query_text(request, "q", limit=100)
         if master is None:
             rows = await list_clients(session, query=query, limit=limit, offset=offset)
         else:
@@ -50,7 +120,7 @@ async def clients(request: web.Request) -> web.Response:
             rows = await list_master_clients(
                 session, master, query=query, limit=limit, offset=offset
             )
-    return web.json_response({"clients": [client_json(c, rules) for c in rows]})
+    return answer(ClientList(clients=[client_view(c, rules) for c in rows]))
 
 
 @routes.get("/api/clients/{id}")
@@ -61,12 +131,12 @@ async def card(request: web.Request) -> web.Response:
     master = await roles.master_id_of(request)
     async with hub.sessions() as session:
         rules = await hub.rules(session)
-        return web.json_response(await card_json(session, client_id, rules, master_id=master))
+        return answer(await card_view(session, client_id, rules, master_id=master))
 
 
-async def card_json(
+async def card_view(
     session: AsyncSession, client_id: int, rules: Rules, *, master_id: int | None = None
-) -> dict[str, Any]:
+) -> CardView:
     """The whole card: identities, appointments and the audit trail (404 if unknown). For a
     master, only their own appointments (and their audit entries). `visits` (done) and
     `no_shows` count all of the client's appointments, a master's view too: how reliable a
@@ -81,15 +151,15 @@ async def card_json(
         visits = [a for a in visits if a.master_id == master_id]
         others = {a.id for a in found.appointments} - {a.id for a in visits}
         trail = [e for e in trail if not (e.entity == "appointment" and e.entity_id in others)]
-    appointments = await appointments_json(session, visits, rules)
-    return {
-        **client_json(found.client, rules),
-        "identities": [identity_json(i, rules) for i in found.identities],
-        "appointments": appointments,
-        "audit": [audit_json(e, rules) for e in trail],
-        "visits": found.visits,
-        "no_shows": found.no_shows,
-    }
+    appointments = await appointment_views(session, visits, rules)
+    return CardView(
+        **dict(client_view(found.client, rules)),
+        identities=[identity_view(i, rules) for i in found.identities],
+        appointments=appointments,
+        audit=[audit_view(e, rules) for e in trail],
+        visits=found.visits,
+        no_shows=found.no_shows,
+    )
 
 
 @routes.patch("/api/clients/{id}")
@@ -115,46 +185,46 @@ async def change_client(request: web.Request) -> web.Response:
     except ClientError as exc:
         kind = web.HTTPNotFound if exc.status == 404 else web.HTTPBadRequest
         raise refuse(kind, str(exc)) from None
-    return web.json_response(client_json(client, rules))
+    return answer(client_view(client, rules))
 
 
-def client_json(client: Client, rules: Rules) -> dict[str, Any]:
-    return {
-        "id": client.id,
-        "name": client.name,
-        "phone": client.phone,
-        "email": client.email,
-        "language": client.language,
-        "source_channel": client.source_channel,
-        "tags": client.tags,
-        "notes": client.notes,
-        "preferred_master_id": client.preferred_master_id,
-        "marketing_consent": client.marketing_consent,
-        "first_contact_at": local_iso(client.first_contact_at, rules),
-        "last_contact_at": local_iso(client.last_contact_at, rules),
-        "last_visit_at": local_iso(client.last_visit_at, rules),
-        "merged_into_id": client.merged_into_id,
-    }
+def client_view(client: Client, rules: Rules) -> ClientView:
+    return ClientView(
+        id=client.id,  # type: ignore[arg-type]
+        name=client.name,
+        phone=client.phone,
+        email=client.email,
+        language=client.language,
+        source_channel=client.source_channel,
+        tags=client.tags,
+        notes=client.notes,
+        preferred_master_id=client.preferred_master_id,
+        marketing_consent=client.marketing_consent,
+        first_contact_at=local_iso(client.first_contact_at, rules),
+        last_contact_at=local_iso(client.last_contact_at, rules),
+        last_visit_at=local_iso(client.last_visit_at, rules),
+        merged_into_id=client.merged_into_id,
+    )
 
 
-def identity_json(identity: ChannelIdentity, rules: Rules) -> dict[str, Any]:
-    return {
-        "channel": identity.channel,
-        "inbox": identity.inbox,
-        "external_id": identity.external_id,
-        "username": identity.username,
-        "display_name": identity.display_name,
-        "linked_at": local_iso(identity.created_at, rules),
-    }
+def identity_view(identity: ChannelIdentity, rules: Rules) -> IdentityView:
+    return IdentityView(
+        channel=identity.channel,
+        inbox=identity.inbox,
+        external_id=identity.external_id,
+        username=identity.username,
+        display_name=identity.display_name,
+        linked_at=local_iso(identity.created_at, rules),  # type: ignore[arg-type]
+    )
 
 
-def audit_json(entry: AuditEntry, rules: Rules) -> dict[str, Any]:
-    return {
-        "at": local_iso(entry.at, rules),
-        "entity": entry.entity,
-        "entity_id": entry.entity_id,
-        "actor": entry.actor,
-        "staff_id": entry.staff_id,
-        "action": entry.action,
-        "changes": entry.changes,
-    }
+def audit_view(entry: AuditEntry, rules: Rules) -> AuditView:
+    return AuditView(
+        at=local_iso(entry.at, rules),  # type: ignore[arg-type]
+        entity=entry.entity,
+        entity_id=entry.entity_id,
+        actor=entry.actor,
+        staff_id=entry.staff_id,
+        action=entry.action,
+        changes=entry.changes,
+    )

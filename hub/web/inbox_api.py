@@ -1,12 +1,12 @@
 """The staff inbox's API: the conversation list, taking and assigning, read marks, a client's
 timeline across channels, private notes, replies to a client, merging cards, canned replies
-and the staff list. See docs/api.md, "The inbox"; roles are hub/web/roles.py's."""
+and the staff list. See docs/api.md, "The inbox"; roles are hub/web/roles.py's. What it answers
+is hub/web/inbox_answers.py."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, get_args
-from urllib.parse import quote
+from typing import get_args
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -18,7 +18,6 @@ from crm_store.conversations import STATUSES, open_conversation, take_over
 from crm_store.db import transaction
 from crm_store.inbox import (
     ConversationFilter,
-    ConversationRow,
     InboxError,
     add_note,
     conversation_row,
@@ -32,27 +31,42 @@ from crm_store.inbox import (
     timeline,
 )
 from crm_store.models import (
-    CannedReply,
     ChannelIdentity,
     Client,
     Conversation,
     Message,
     Staff,
-    StaffNote,
 )
-from crm_store.timeutil import iso, utcnow
+from crm_store.timeutil import utcnow
 from hub.messages import Author, ChannelName
-from hub.pipeline.events import message_frame
 from hub.pipeline.replies import send_reply
 from hub.web import auth, roles
-from hub.web.clients_api import card_json
+from hub.web.answers import Done, not_null
+from hub.web.clients_api import card_view
 from hub.web.http_json import (
+    MAX_ID,
+    answer,
     hub_of,
     positive_int,
     query_datetime,
     query_int,
+    query_text,
     read_body,
     refuse,
+)
+from hub.web.inbox_answers import (
+    CannedList,
+    ConversationList,
+    StaffList,
+    StaffMember,
+    StaffMemberWithEmail,
+    TimelineMessage,
+    TimelineNote,
+    TimelinePage,
+    canned_view,
+    conversation_view,
+    timeline_message,
+    timeline_note,
 )
 
 routes = web.RouteTableDef()
@@ -61,12 +75,12 @@ CHANNELS: tuple[str, ...] = get_args(ChannelName)
 
 
 class AssignBody(BaseModel):
-    staff_id: int | None = Field(ge=1)
+    staff_id: int | None = Field(ge=1, le=MAX_ID)
 
 
 class NoteBody(BaseModel):
     text: str = Field(min_length=1, max_length=10_000)
-    conversation_id: int | None = Field(default=None, ge=1)
+    conversation_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class ClientMessageBody(BaseModel):
@@ -77,7 +91,7 @@ class ClientMessageBody(BaseModel):
 
 
 class MergeBody(BaseModel):
-    other_id: int = Field(ge=1)
+    other_id: int = Field(ge=1, le=MAX_ID)
 
 
 class CannedBody(BaseModel):
@@ -87,10 +101,14 @@ class CannedBody(BaseModel):
 
 
 class CannedChangeBody(BaseModel):
-    """Only the fields sent are changed."""
+    """Only the fields sent are changed; null takes the language away."""
 
-    title: str | None = Field(default=None, min_length=1, max_length=200)
-    text: str | None = Field(default=None, min_length=1, max_length=4000)
+    title: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=not_null()
+    )
+    text: str | None = Field(
+        default=None, min_length=1, max_length=4000, json_schema_extra=not_null()
+    )
     language: str | None = Field(default=None, pattern="^(uk|en|ru)$")
 
 
@@ -107,10 +125,12 @@ async def staff_list(request: web.Request) -> web.Response:
             select(Staff).where(col(Staff.active).is_(True)).order_by(col(Staff.name))
         )
         body = [
-            {"id": s.id, "name": s.name, "role": s.role} | ({"email": s.email} if manager else {})
+            StaffMemberWithEmail(id=s.id, name=s.name, role=s.role, email=s.email)  # type: ignore[arg-type]
+            if manager
+            else StaffMember(id=s.id, name=s.name, role=s.role)  # type: ignore[arg-type]
             for s in rows
         ]
-    return web.json_response(body)
+    return answer(StaffList(body))
 
 
 # Conversations ----------------------------------------------------------------------------
@@ -124,11 +144,11 @@ async def conversations(request: web.Request) -> web.Response:
     if master is not None:
         # A master sees only their own conversations, whatever the filter asks.
         if where.assignee_id not in (None, master):
-            return web.json_response({"conversations": []})
+            return answer(ConversationList(conversations=[]))
         where.assignee_id = master
     async with hub_of(request).sessions() as session:
         rows = await list_inbox(session, staff.id, where)  # type: ignore[arg-type]
-    return web.json_response({"conversations": [conversation_json(r) for r in rows]})
+    return answer(ConversationList(conversations=[conversation_view(r) for r in rows]))
 
 
 def _conversation_filter(request: web.Request) -> ConversationFilter:
@@ -153,7 +173,7 @@ def _conversation_filter(request: web.Request) -> ConversationFilter:
         channel=channel,
         assignee_id=assignee,
         unread_only=query.get("unread") in ("1", "true"),
-        query=query.get("q", "")[:100],
+        query=query_text(request, "q", limit=100),
         limit=query_int(request, "limit", 50, low=1, high=MAX_PAGE),
         before_id=positive_int(before, "before") if before else None,
     )
@@ -241,31 +261,7 @@ async def _one(request: web.Request, conversation_id: int) -> web.Response:
         row = await conversation_row(session, request[auth.STAFF_KEY], conversation_id)
     if row is None:
         raise refuse(web.HTTPNotFound, "no such conversation")
-    return web.json_response(conversation_json(row))
-
-
-def conversation_json(row: ConversationRow) -> dict[str, Any]:
-    conv, client = row.conversation, row.client
-    return {
-        "id": conv.id,
-        "channel": conv.channel,
-        "inbox": conv.inbox,
-        "status": conv.status,
-        "assignee_id": conv.assignee_id,
-        "client": {
-            "id": client.id,
-            "name": client.name,
-            "phone": client.phone,
-            "email": client.email,
-            "tags": client.tags,
-        },
-        "opened_at": iso(conv.opened_at),
-        "last_message_at": iso(conv.last_message_at),
-        "first_response_at": iso(conv.first_response_at),
-        "waiting_since": iso(row.waiting_since),
-        "unread": row.unread,
-        "last_message": message_frame(row.last_message) if row.last_message else None,
-    }
+    return answer(conversation_view(row))
 
 
 # A client's timeline, notes and replies ----------------------------------------------------
@@ -288,58 +284,12 @@ async def client_timeline(request: web.Request) -> web.Response:
     before = query_datetime(request, "before")
     async with hub_of(request).sessions() as session:
         found = await timeline(session, client_id, before=before, limit=limit)
-    items = [timeline_message(m, found.staff_names) for m in found.messages]
-    items += [note_json(n, found.staff_names) for n in found.notes]
-    items.sort(key=lambda item: (datetime.fromisoformat(item["at"]), item["kind"] == "note"))
-    return web.json_response({"items": items, "more": found.more})
-
-
-def timeline_message(message: Message, names: dict[int, str]) -> dict[str, Any]:
-    frame = message_frame(message)
-    frame.update(
-        kind="message",
-        conversation_id=message.conversation_id,
-        channel=message.channel,
-        inbox=message.inbox,
-        staff={"id": message.staff_id, "name": names.get(message.staff_id)}
-        if message.staff_id
-        else None,
-        error=message.error,
-        attachments=[attachment_json(message, a) for a in message.attachments or []],
-    )
-    return frame
-
-
-def attachment_json(message: Message, attachment: dict[str, Any]) -> dict[str, Any]:
-    """`download` goes through the hub when the provider holds the file (a ref), else the
-    file's own URL."""
-    ref = attachment.get("ref")
-    download = (
-        f"/api/attachments/{quote(message.channel, safe='')}/{quote(message.inbox, safe='')}/"
-        f"{quote(str(ref), safe='')}"
-        if ref
-        else attachment.get("url")
-    )
-    return {
-        "kind": attachment.get("kind"),
-        "name": attachment.get("name"),
-        "mime_type": attachment.get("mime_type"),
-        "url": attachment.get("url"),
-        "download": download,
-    }
-
-
-def note_json(note: StaffNote, names: dict[int, str]) -> dict[str, Any]:
-    return {
-        "kind": "note",
-        "id": note.id,
-        "conversation_id": note.conversation_id,
-        "text": note.text,
-        "staff": {"id": note.staff_id, "name": names.get(note.staff_id)}  # type: ignore[arg-type]
-        if note.staff_id
-        else None,
-        "at": iso(note.created_at),
-    }
+    items: list[TimelineMessage | TimelineNote] = [
+        timeline_message(m, found.staff_names) for m in found.messages
+    ]
+    items += [timeline_note(n, found.staff_names) for n in found.notes]
+    items.sort(key=lambda item: (datetime.fromisoformat(item.at), item.kind == "note"))
+    return answer(TimelinePage(items=items, more=found.more))
 
 
 @routes.post("/api/clients/{id}/notes")
@@ -361,7 +311,7 @@ async def create_note(request: web.Request) -> web.Response:
     except InboxError as exc:
         kind = web.HTTPNotFound if exc.status == 404 else web.HTTPBadRequest
         raise refuse(kind, str(exc)) from None
-    return web.json_response(note_json(note, names), status=201)
+    return answer(timeline_note(note, names), 201)
 
 
 @routes.post("/api/clients/{id}/messages")
@@ -398,9 +348,7 @@ async def client_message(request: web.Request) -> web.Response:
         # Who answers has read what they answer.
         await mark_read(session, staff_id, conversation.id)  # type: ignore[arg-type]
         names = await staff_names(session, {staff_id})
-    return web.json_response(
-        timeline_message(queued.message, names), status=201 if queued.created else 200
-    )
+    return answer(timeline_message(queued.message, names), 201 if queued.created else 200)
 
 
 async def _reply_chat(
@@ -468,7 +416,8 @@ async def merge(request: web.Request) -> web.Response:
     except ClientError as exc:
         raise refuse(web.HTTPBadRequest, str(exc)) from None
     async with hub.sessions() as session:
-        return web.json_response(await card_json(session, client_id, await hub.rules(session)))
+        card = await card_view(session, client_id, await hub.rules(session))
+    return answer(card)
 
 
 # Canned replies ----------------------------------------------------------------------------
@@ -478,7 +427,7 @@ async def merge(request: web.Request) -> web.Response:
 async def canned(request: web.Request) -> web.Response:
     async with hub_of(request).sessions() as session:
         rows = await list_canned(session)
-    return web.json_response([canned_json(c) for c in rows])
+    return answer(CannedList([canned_view(c) for c in rows]))
 
 
 @routes.post("/api/canned")
@@ -487,7 +436,7 @@ async def create_canned(request: web.Request) -> web.Response:
     body = await read_body(request, CannedBody)
     async with transaction(hub_of(request).sessions) as session:
         saved = await save_canned(session, body.model_dump())
-    return web.json_response(canned_json(saved), status=201)
+    return answer(canned_view(saved), 201)
 
 
 @routes.patch("/api/canned/{id}")
@@ -503,7 +452,7 @@ async def change_canned(request: web.Request) -> web.Response:
             saved = await save_canned(session, changes, canned_id)
     except InboxError as exc:
         raise refuse(web.HTTPNotFound, str(exc)) from None
-    return web.json_response(canned_json(saved))
+    return answer(canned_view(saved))
 
 
 @routes.delete("/api/canned/{id}")
@@ -515,13 +464,4 @@ async def remove_canned(request: web.Request) -> web.Response:
             await delete_canned(session, canned_id)
     except InboxError as exc:
         raise refuse(web.HTTPNotFound, str(exc)) from None
-    return web.json_response({"ok": True})
-
-
-def canned_json(canned: CannedReply) -> dict[str, Any]:
-    return {
-        "id": canned.id,
-        "title": canned.title,
-        "text": canned.text,
-        "language": canned.language,
-    }
+    return answer(Done())

@@ -4,13 +4,21 @@ shell). Switched off, the account is signed out everywhere at once (hub/web/team
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from crm_store.staff import StaffError, StaffNotFound
 from hub.web import roles
-from hub.web.http_json import hub_of, positive_int, refuse
+from hub.web.http_json import answer, hub_of, positive_int, refuse
 from hub.web.team import set_staff_active
 
 routes = web.RouteTableDef()
+
+
+class AccountState(BaseModel):
+    id: int
+    name: str
+    role: str
+    active: bool
 
 
 @routes.post("/api/staff/{id}/deactivate")
@@ -36,6 +44,6 @@ async def _set_active(request: web.Request, active: bool) -> web.Response:
     except StaffError as exc:
         kind = web.HTTPNotFound if isinstance(exc, StaffNotFound) else web.HTTPConflict
         raise refuse(kind, str(exc)) from None
-    return web.json_response(
-        {"id": staff.id, "name": staff.name, "role": staff.role, "active": staff.active}
+    return answer(
+        AccountState(id=staff.id, name=staff.name, role=staff.role, active=staff.active)  # type: ignore[arg-type]
     )
