@@ -80,7 +80,7 @@ class WebChatChannel(Channel):
         secure_cookie: Callable[[web.Request], bool] = lambda request: False,
     ):
         super().__init__(ctx, inbox)
-        # Per request: behind a TLS proxy the hub learns it from the request (hub/web/forwarded.py).
+        # Per request: behind a TLS proxy the hub learns it from the request (hub/forwarded.py).
         self.secure_cookie = secure_cookie
         self.sockets: dict[str, set[web.WebSocketResponse]] = defaultdict(set)
         self.topic = f"webchat:{inbox}"

@@ -15,7 +15,7 @@ import logging
 from channels.base import Channel, ChannelContext
 from channels.webchat import WebChatChannel
 from hub.config import Settings
-from hub.web.forwarded import secure_cookies
+from hub.forwarded import secure_cookies
 
 log = logging.getLogger(__name__)
 

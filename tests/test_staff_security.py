@@ -20,7 +20,7 @@ from crm_store.models import AuditEntry, Staff
 from crm_store.staff import add_staff
 from hub.cli.main import main as hub_cli
 from hub.config import Settings, parse_networks
-from hub.web.forwarded import client_of
+from hub.forwarded import client_of
 from hub.web.login_throttle import FREE_PER_ACCOUNT, FREE_PER_ADDRESS, FREE_PER_DEVICE
 from tests.support import RunningHub, client_session, start_hub
 

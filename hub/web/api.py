@@ -14,6 +14,7 @@ from crm_store.db import transaction
 from crm_store.inbox import mark_read, master_sees_attachment
 from crm_store.models import Conversation, Staff
 from crm_store.staff import authenticate
+from hub.forwarded import client_address, secure_cookies
 from hub.messages import Author
 from hub.pipeline.events import message_frame
 from hub.pipeline.handoff import HandoffError, close, give_back
@@ -21,7 +22,6 @@ from hub.pipeline.replies import send_reply
 from hub.web import auth, roles
 from hub.web.answers import Done, MessageFrame, Time
 from hub.web.client_files import file_headers
-from hub.web.forwarded import client_address, secure_cookies
 from hub.web.http_json import answer, hub_of, positive_int, read_body, refuse
 from hub.web.login_throttle import DEVICE_COOKIE, DEVICE_COOKIE_PATH, DEVICE_TTL_S, LoginThrottle
 

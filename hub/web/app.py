@@ -8,7 +8,8 @@ import logging
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from hub import metrics
+from hub import forwarded, metrics
+from hub.forwarded import client_address
 from hub.pipeline.bus import DEAD_STREAM, inbound_stream, outbound_stream
 from hub.pipeline.dispatcher import GROUP as DISPATCH_GROUP
 from hub.pipeline.router import GROUP as ROUTER_GROUP
@@ -21,7 +22,6 @@ from hub.web import (
     broadcasts_api,
     clients_api,
     events_api,
-    forwarded,
     inbox_api,
     openapi,
     roles,
@@ -30,7 +30,6 @@ from hub.web import (
 )
 from hub.web.answers import ErrorBody
 from hub.web.client_files import sandbox_files
-from hub.web.forwarded import client_address
 
 log = logging.getLogger(__name__)
 LAG_SCAN_LIMIT = 10_000

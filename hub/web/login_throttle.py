@@ -1,7 +1,7 @@
 """Slowing down password guessing without letting anyone lock staff out.
 
 Failed sign-ins are counted per account (the email tried) and per client address (as
-hub/web/forwarded.py finds it behind a proxy). Each has a free allowance; past it, every further
+hub/forwarded.py finds it behind a proxy). Each has a free allowance; past it, every further
 attempt must wait, the wait doubling with each failure up to a cap: backoff, never a lock, and
 the counts are forgotten a while after the last failure. An attempt is counted before its
 password is checked, in one Redis script, so a burst of parallel guesses gets no more tries

@@ -14,10 +14,9 @@ import ipaddress
 from collections.abc import Iterable
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from hub.config import Network
-from hub.web import auth
 
 CLIENT_ADDRESS = web.RequestKey("client_address", str)
 OVER_TLS = web.RequestKey("over_tls", bool)
@@ -64,7 +63,7 @@ def middleware(networks: tuple[Network, ...]) -> Middleware:
     """Sets request[CLIENT_ADDRESS] and request[OVER_TLS] for every request."""
 
     @web.middleware
-    async def forwarded(request: web.Request, handler: auth.Handler) -> web.StreamResponse:
+    async def forwarded(request: web.Request, handler: Handler) -> web.StreamResponse:
         peer = request.remote
         from_proxy = _trusted(_address(peer or ""), networks)
         request[CLIENT_ADDRESS] = client_of(
