@@ -42,9 +42,8 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def
     # SQLite's own lower() folds ASCII only; client search must find "Коваленко" by
     # "коваленко" as PostgreSQL does.
     dbapi_conn.create_function("lower", 1, _fold, deterministic=True)
-    # Take over transaction control from the driver so every transaction starts with
-    # BEGIN IMMEDIATE: a deferred one that reads, then writes, fails at once with
-    # "database is locked" when another writer got there first.
+    # Take over transaction control from the driver so that `_sqlite_begin` says how each
+    # transaction begins.
     dbapi_conn.isolation_level = None
 
 
@@ -52,8 +51,16 @@ def _fold(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
+# Set on the connection of a `transaction()`: it will write.
+WRITES = "hub_writes"
+
+
 def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # A unit of work takes the write lock at once (BEGIN IMMEDIATE): a deferred transaction
+    # that reads, then writes, fails at once with "database is locked" when another writer got
+    # there first. A read (a plain session, never committed) begins deferred and so never
+    # holds the lock a writer waits for: with WAL it reads its snapshot beside the writer.
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITES) else "BEGIN")
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
@@ -77,8 +84,11 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 async def transaction(
     sessions: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
-    """One unit of work: commits when the block ends, rolls back when it raises."""
+    """One unit of work: commits when the block ends, rolls back when it raises. Writes go
+    through here; a plain `sessions()` block only reads (nothing in it is committed)."""
     async with sessions() as session, session.begin():
+        if session.bind is not None and session.bind.dialect.name == "sqlite":
+            await session.connection(execution_options={WRITES: True})
         yield session
 
 

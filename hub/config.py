@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     hub_outbound_attempts: int = Field(default=5, ge=1)
     hub_outbound_backoff_ms: int = Field(default=500, ge=1)
     hub_outbound_backoff_max_ms: int = Field(default=60_000, ge=1)
+    # Redis connections of one process; past it a command waits for a free one (a blocking
+    # pool) rather than failing as if Redis were down.
+    hub_redis_max_connections: int = Field(default=64, ge=8, le=10_000)
 
     # Reminders, re-engagement and broadcasts (hub/jobs/scheduler.py).
     hub_scheduler: bool = True

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -192,7 +192,16 @@ class Hub:
         if not url:
             self.embedded = EmbeddedRedis(s.data_dir)
             url = await self.embedded.astart()
-        self.redis = Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        # Commands past max_connections wait for a free connection (up to 10 s) instead of
+        # raising MaxConnectionsError, which the consumers would take for an outage.
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=s.hub_redis_max_connections,
+            timeout=10,
+            decode_responses=True,
+            health_check_interval=30,
+        )
+        self.redis = Redis.from_pool(pool)
         await self.redis.ping()
         configure_hashing(time_cost=s.hub_argon2_time_cost, memory_kib=s.hub_argon2_memory_kib)
         db_url = s.effective_database_url()

@@ -28,7 +28,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.messages import InboundMessage, OutboundMessage
-from hub.pipeline.xadd_batch import XaddBatcher
+from hub.pipeline.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,9 @@ class Bus:
         self.shards = shards
         self.maxlen = maxlen
         self.publish_deadline_s = publish_deadline_s
-        # Concurrent publishers share a pipeline (hub/pipeline/xadd_batch.py), each awaiting
+        # Concurrent publishers share a pipeline (hub/pipeline/group_commit.py), each awaiting
         # its entry.
-        self._batch = XaddBatcher(redis)
+        self.group_commit = GroupCommit(redis)
 
     def inbound_streams(self) -> list[str]:
         return [inbound_stream(n) for n in range(self.shards)]
@@ -155,7 +155,7 @@ class Bus:
         failures = 0
         while True:
             try:
-                return await self._batch.xadd(stream, data, maxlen)
+                return await self.group_commit.xadd(stream, data, maxlen)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 failures += 1
                 delay = min(PUBLISH_BACKOFF_CAP_S, 0.05 * 2 ** min(failures, 16))

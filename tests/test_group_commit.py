@@ -1,9 +1,10 @@
-"""hub/pipeline/xadd_batch.py: publishers at the same time share a pipeline, each gets its own entry
+"""hub/pipeline/group_commit.py: callers at the same time share a pipeline, each gets its own entry
 or its own error, and nobody is left waiting."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -11,11 +12,11 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from hub.pipeline.xadd_batch import XaddBatcher
+from hub.pipeline.group_commit import GroupCommit
 
 
 async def test_concurrent_publishers_each_get_their_own_entry(redis: Any) -> None:
-    batcher = XaddBatcher(redis, max_batch=64)
+    batcher = GroupCommit(redis, max_batch=64)
     streams = [f"batch:{{{n}}}" for n in range(3)]
     payloads = [(streams[n % 3], f"message {n}") for n in range(500)]
 
@@ -38,7 +39,7 @@ async def test_concurrent_publishers_each_get_their_own_entry(redis: Any) -> Non
 
 async def test_an_entry_redis_refuses_fails_only_its_publisher(redis: Any) -> None:
     await redis.set("batch:not-a-stream", "x")
-    batcher = XaddBatcher(redis)
+    batcher = GroupCommit(redis)
 
     results = await asyncio.gather(
         batcher.xadd("batch:ok", "first", 1000),
@@ -58,7 +59,7 @@ async def test_an_entry_redis_refuses_fails_only_its_publisher(redis: Any) -> No
 async def test_a_lost_connection_fails_every_waiting_publisher() -> None:
     # Nothing listens on port 1: each publisher hears the connection error, none hangs.
     dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
-    batcher = XaddBatcher(dead)
+    batcher = GroupCommit(dead)
     try:
         results = await asyncio.wait_for(
             asyncio.gather(
@@ -73,7 +74,7 @@ async def test_a_lost_connection_fails_every_waiting_publisher() -> None:
 
 
 async def test_a_cancelled_publisher_does_not_stall_the_others(redis: Any) -> None:
-    batcher = XaddBatcher(redis)
+    batcher = GroupCommit(redis)
     first = asyncio.create_task(batcher.xadd("batch:c", "cancelled", 1000))
     rest = [asyncio.create_task(batcher.xadd("batch:c", f"kept {n}", 1000)) for n in range(5)]
     first.cancel()
@@ -84,3 +85,45 @@ async def test_a_cancelled_publisher_does_not_stall_the_others(redis: Any) -> No
     assert [kept[i] for i in ids] == [f"kept {n}" for n in range(5)]
     # And the batcher still works afterwards.
     assert await batcher.xadd("batch:c", "later", 1000)
+
+
+async def test_a_consumer_acks_a_wide_batch_on_a_small_pool(
+    redis: Any, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 entries in 300 lanes (300 chats) are handled at the same time; their acks share
+    pipelines, so a client allowed 3 connections acks them all with no "too many connections"
+    taken for an outage (each ack used to ask the pool for a connection of its own)."""
+    from redis.asyncio import ConnectionPool
+
+    from hub.pipeline.bus import Bus
+    from hub.pipeline.consumer import StreamConsumer
+
+    pool = ConnectionPool.from_url(redis_url, max_connections=3, decode_responses=True)
+    small = Redis.from_pool(pool)  # on the db the `redis` fixture cleans
+    handled: list[str] = []
+
+    async def handler(entry: Any) -> None:
+        await asyncio.sleep(0)  # each lane yields, as a real handler's I/O does
+        handled.append(entry.id)
+
+    consumer = StreamConsumer(
+        Bus(small, shards=1, maxlen=10_000),
+        group="wide",
+        name="wide-1",
+        handler=handler,
+        streams=["wide:{0}"],
+        batch=300,
+        lane=lambda entry: entry.id,
+    )
+    async with small.pipeline(transaction=False) as pipe:
+        for n in range(300):
+            pipe.xadd("wide:{0}", {"data": str(n)})
+        await pipe.execute()
+    caplog.set_level(logging.WARNING, logger="hub.pipeline.consumer")
+    try:
+        assert await consumer.poll_once() == 300
+        assert len(handled) == 300
+        assert (await small.xpending("wide:{0}", "wide"))["pending"] == 0
+        assert "outage" not in caplog.text
+    finally:
+        await small.aclose()
