@@ -137,6 +137,9 @@ class BotWorker:
             if conversation is None or conversation.status != "bot":
                 return  # a human has it, or it waits for one: the bot stays silent
             client = await session.get(Client, conversation.client_id)
+            # The newest audit entry before the turn: what the turn writes comes after it (its
+            # ids are drawn later, whatever other transactions commit meanwhile).
+            mark = int((await session.exec(select(func.max(AuditEntry.id)))).one() or 0)
         if not private:
             await hand_off(self.sessions, self.bus, conversation_id, reason=GROUP_REASON)
             return
@@ -148,7 +151,6 @@ class BotWorker:
             text=message.get("text", ""),
             language=client.language if client else None,
         )
-        mark = await self._audit_mark()
         with metrics.BOT_TURN_SECONDS.time():
             replies = await self.responder.respond(turn)
         await self._announce(turn, mark, client.name if client else None)
@@ -176,13 +178,6 @@ class BotWorker:
             )
             if handed:
                 metrics.HANDOFFS.inc()
-
-    async def _audit_mark(self) -> int:
-        """The newest audit entry before the turn: what the turn writes comes after it (its
-        ids are drawn later, whatever other transactions commit meanwhile)."""
-        async with self.sessions() as session:
-            newest = (await session.exec(select(func.max(AuditEntry.id)))).one()
-        return int(newest or 0)
 
     async def _announce(self, turn: Turn, mark: int, client_name: str | None) -> None:
         """An `appointment` event for each change the turn made to the client's appointments."""
