@@ -8,7 +8,10 @@ the LLM brain answers against the local fake OpenAI server (tests/fakes), which 
 once with scripted tool calls, and the time spent inside the model call is subtracted, so
 what remains is the brain's own work: history, prompt, tools, database. Prints the median
 and p99 per turn for each brain and backend (wall time, and the process's CPU time, which
-counts the database driver's thread too), and the LLM/offline ratio of the medians.
+counts the database driver's thread too), and the LLM/offline ratio of the medians. For the
+offline brain it also prints the CPU time of its language rules alone (bots.nlu, bots.morph,
+bots.translit, bots.locale_text), the part of a turn that is not the database, each message
+read as if for the first time.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import argparse
 import asyncio
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+import types
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bots import tokens
+from bots import locale_text, morph, nlu, tokens, translit
 from bots.base import Reply, Responder, Turn
 from bots.llm import LlmBrain
 from bots.offline import OfflineBrain
@@ -86,14 +91,30 @@ async def dialogue(
             text=text,
             language="uk",
         )
+        rules_ms[0] = 0.0
+        for clear in text_caches:
+            clear()
         began, cpu = time.perf_counter(), time.process_time()
         last = await brain.respond(turn)
         model = model_ms.pop()
         samples.append((time.perf_counter() - began) * 1000 - model)
         cpu_samples.append((time.process_time() - cpu) * 1000 - model)
+        rules_samples.append(rules_ms[0])
 
 
 model_ms: list[float] = []
+rules_ms = [0.0]  # the current turn's CPU time inside the language rules
+rules_samples: list[float] = []
+# While the rules are timed, what they remember of whole messages is forgotten before each
+# turn: the dialogues repeat their texts, a client's message is new. What they remember of
+# single words stays, as it does in a running hub.
+TEXT_CACHES = (
+    (nlu, "normalize"),
+    (nlu, "_tokens"),
+    (nlu, "_word_tuple"),
+    (translit, "_cyrillic_reading"),
+)
+text_caches: list[Callable[[], None]] = []
 cpu_samples: list[float] = []  # the same turns' CPU time (the fake model's own CPU subtracted
 # as an upper bound: it runs in this process, and its wall time covers its CPU time)
 
@@ -109,6 +130,45 @@ def timed_model(create: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitabl
             model_ms[-1] += (time.perf_counter() - began) * 1000
 
     return wrapper
+
+
+@contextmanager
+def rules_timed() -> Iterator[None]:
+    """Count the CPU time spent in the rule modules' functions, outermost calls only (the
+    rules call one another through the same module globals)."""
+    depth = [0]
+
+    def timed(function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if depth[0]:
+                return function(*args, **kwargs)
+            depth[0] += 1
+            began = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                rules_ms[0] += (time.process_time() - began) * 1000
+                depth[0] -= 1
+
+        return wrapper
+
+    text_caches[:] = [
+        getattr(module, name).cache_clear
+        for module, name in TEXT_CACHES
+        if hasattr(getattr(module, name, None), "cache_clear")
+    ]
+    patched = []
+    for module in (nlu, morph, translit, locale_text):
+        for name, value in vars(module).items():
+            if isinstance(value, types.FunctionType) and value.__module__ == module.__name__:
+                patched.append((module, name, value))
+                setattr(module, name, timed(value))
+    try:
+        yield
+    finally:
+        for module, name, value in patched:
+            setattr(module, name, value)
+        text_caches.clear()
 
 
 class Measured:
@@ -138,6 +198,12 @@ async def measure(url: str, dialogues: int) -> dict[str, list[float]]:
             await dialogue(sessions, Measured(offline), number, OFFLINE_TURNS, samples)
         results["offline"] = samples[len(OFFLINE_TURNS) :]  # the first dialogue warms up
         results["offline cpu"] = cpu_samples[len(OFFLINE_TURNS) :]
+        # Timed apart: the wrappers' own cost would otherwise be in the figures above.
+        rules_samples.clear()
+        with rules_timed():
+            for number in range(dialogues):
+                await dialogue(sessions, Measured(offline), 5_000 + number, OFFLINE_TURNS, [])
+        results["offline rules cpu"] = rules_samples[len(OFFLINE_TURNS) :]
         async with FakeOpenAI(policy=llm_policy) as fake:
             client = fake.client()
             client.chat.completions.create = timed_model(client.chat.completions.create)  # type: ignore[method-assign]
@@ -166,7 +232,7 @@ async def main() -> None:
                 medians[brain] = statistics.median(samples)
                 p99 = statistics.quantiles(samples, n=100)[-1]
                 print(
-                    f"  {label(url):<10} {brain:<8} median {medians[brain]:6.1f} ms   "
+                    f"  {label(url):<10} {brain:<17} median {medians[brain]:6.1f} ms   "
                     f"p99 {p99:6.1f} ms   ({len(samples)} turns)"
                 )
             ratio = medians["llm"] / medians["offline"]

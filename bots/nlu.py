@@ -112,6 +112,7 @@ _CYRILLIC = re.compile(r"[а-яіїєґ]")
 _LATIN = re.compile(r"[a-z]")
 
 
+@lru_cache(maxsize=4096)  # every reader normalises the same message again
 def normalize(text: str) -> str:
     """Lowercase, ё as е, one apostrophe, no mixed-alphabet words, single spaces."""
     lowered = text.lower().translate(_CHARS)
@@ -141,7 +142,8 @@ _TOKEN = re.compile(
 )
 
 
-def _tokens(normalized: str) -> list[_Token]:
+@lru_cache(maxsize=4096)
+def _tokens(normalized: str) -> tuple[_Token, ...]:
     found = []
     for m in _TOKEN.finditer(normalized):
         kind = cast(Literal["word", "num", "clock", "dash"], m.lastgroup)
@@ -149,11 +151,16 @@ def _tokens(normalized: str) -> list[_Token]:
         if kind == "word" and text.endswith("'s") and text.isascii():
             text = text[:-2]  # "men's haircut" names men
         found.append(_Token(text, kind, m.start(), m.end()))
-    return found
+    return tuple(found)
+
+
+@lru_cache(maxsize=4096)
+def _word_tuple(normalized: str) -> tuple[str, ...]:
+    return tuple(t.text for t in _tokens(normalized) if t.kind in ("word", "num"))
 
 
 def _words(normalized: str) -> list[str]:
-    return [t.text for t in _tokens(normalized) if t.kind in ("word", "num")]
+    return list(_word_tuple(normalized))  # a list of its own: callers may change it
 
 
 def _distance(a: str, b: str) -> int:
@@ -505,17 +512,127 @@ def _find(words: Sequence[str], pattern: _Pattern, *, fuzzy: bool = False) -> It
             yield i
 
 
+def _follows(words: Sequence[str], i: int, pattern: _Pattern, fuzzy: bool) -> bool:
+    """Whether the pattern, its first word already matched at `i`, is found there."""
+    size = len(pattern.words)
+    last = len(words) - size
+    if pattern.whole and last != 0:
+        return False
+    if pattern.anchored:
+        last = min(last, 1)
+    return i <= last and all(
+        _word_match(words[i + k], w, fuzzy) for k, w in enumerate(pattern.words[1:], 1)
+    )
+
+
+class _PatternIndex:
+    """Patterns looked up by their first word: a message's word meets only the patterns that
+    can begin with it (the same word, a stem it begins with, or, when fuzzy and the word is
+    not in the lexicon, a long word or stem one typo away), instead of every pattern."""
+
+    _MAX_TOKENS = 65536  # distinct words remembered per index before starting over
+
+    def __init__(self, patterns: Sequence[_Pattern]) -> None:
+        self.patterns = tuple(patterns)
+        self._exact: dict[str, list[int]] = {}
+        self._stems: dict[str, list[int]] = {}
+        self._typo_words: dict[str, list[tuple[str, int]]] = {}  # first letter → (word, n)
+        for n, pattern in enumerate(self.patterns):
+            first = pattern.words[0]
+            if first.endswith("*"):
+                self._stems.setdefault(first[:-1], []).append(n)
+                if len(first) - 1 >= 6:
+                    self._typo_words.setdefault(first[0], []).append((first, n))
+            else:
+                self._exact.setdefault(first, []).append(n)
+                if len(first) >= 7:
+                    self._typo_words.setdefault(first[0], []).append((first, n))
+        self._starting: dict[tuple[str, bool], tuple[int, ...]] = {}
+
+    def starting(self, token: str, fuzzy: bool) -> tuple[int, ...]:
+        """The numbers of the patterns whose first word matches the token, in order."""
+        key = (token, fuzzy)
+        found = self._starting.get(key)
+        if found is None:
+            numbers = set(self._exact.get(token, ()))
+            for stem, stem_numbers in self._stems.items():
+                if token.startswith(stem):
+                    numbers.update(stem_numbers)
+            if fuzzy and token:
+                for word, n in self._typo_words.get(token[0], ()):
+                    if n not in numbers and _word_match(token, word, True):
+                        numbers.add(n)
+            found = tuple(sorted(numbers))
+            if len(self._starting) >= self._MAX_TOKENS:
+                self._starting.clear()
+            self._starting[key] = found
+        return found
+
+    def matches(self, words: Sequence[str], fuzzy: bool) -> Iterator[tuple[int, int]]:
+        """(start index, pattern number) for every place a pattern is found, by start index,
+        then by the pattern's place in the tuple."""
+        for i, token in enumerate(words):
+            for n in self.starting(token, fuzzy):
+                if _follows(words, i, self.patterns[n], fuzzy):
+                    yield i, n
+
+
+# Indexes of the lexicon's pattern tuples, by identity: the tuple is kept beside its index, so
+# its id cannot be reused while the entry lives. A single pattern is cheaper tried alone (and
+# is often a tuple made for the call).
+_INDEXES: dict[int, tuple[tuple[_Pattern, ...], _PatternIndex]] = {}
+_INDEXED_FROM = 2
+_MAX_INDEXES = 1024  # the lexicon has about a hundred tuples: more means made per call
+
+
+def _indexed(patterns: tuple[_Pattern, ...]) -> _PatternIndex:
+    entry = _INDEXES.get(id(patterns))
+    if entry is None or entry[0] is not patterns:
+        if len(_INDEXES) >= _MAX_INDEXES:
+            _INDEXES.clear()
+        entry = (patterns, _PatternIndex(patterns))
+        _INDEXES[id(patterns)] = entry
+    return entry[1]
+
+
+def _pattern_index(patterns: Iterable[_Pattern]) -> _PatternIndex | None:
+    if type(patterns) is not tuple or len(patterns) < _INDEXED_FROM:
+        return None
+    return _indexed(patterns)
+
+
+def _found(
+    words: Sequence[str], patterns: tuple[_Pattern, ...], *, fuzzy: bool = False
+) -> list[tuple[int, int]]:
+    """(start index, pattern number) of every match of the lexicon's patterns, by start
+    index, then by the pattern's place in the tuple."""
+    return list(_indexed(patterns).matches(words, fuzzy))
+
+
 def _first(words: Sequence[str], patterns: Iterable[_Pattern], *, fuzzy: bool = False) -> int:
     """Index of the earliest match of any pattern, or -1."""
+    index = _pattern_index(patterns)
+    if index is not None:
+        return next((i for i, _ in index.matches(words, fuzzy)), -1)
     found = [i for p in patterns for i in _find(words, p, fuzzy=fuzzy)]
     return min(found, default=-1)
 
 
 def _any(words: Sequence[str], patterns: Iterable[_Pattern], *, fuzzy: bool = False) -> bool:
+    index = _pattern_index(patterns)
+    if index is not None:
+        return next(index.matches(words, fuzzy), None) is not None
     return any(next(_find(words, p, fuzzy=fuzzy), None) is not None for p in patterns)
 
 
 # Language ------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=16384)
+def _in_languages(word: str) -> tuple[bool, bool]:
+    """Whether the word is one Ukrainian uses, and one Russian uses."""
+    lex = _lexicon()
+    return lex.lang_words["uk"].has(word), lex.lang_words["ru"].has(word)
 
 
 def detect_language(text: str, default: Language = "uk") -> Language:
@@ -535,11 +652,11 @@ def detect_language(text: str, default: Language = "uk") -> Language:
     for word in words:
         if word in lex.neutral:
             continue
-        in_uk, in_ru = lex.lang_words["uk"].has(word), lex.lang_words["ru"].has(word)
+        in_uk, in_ru = _in_languages(word)
         uk += in_uk and not in_ru
         ru += in_ru and not in_uk
-    uk += sum(len(list(_find(words, p))) for p in lex.lang_phrases["uk"])
-    ru += sum(len(list(_find(words, p))) for p in lex.lang_phrases["ru"])
+    uk += len(_found(words, lex.lang_phrases["uk"]))
+    ru += len(_found(words, lex.lang_phrases["ru"]))
     if uk > ru:
         return "uk"
     if ru > uk:
@@ -918,20 +1035,26 @@ def _day_words() -> frozenset[str]:
     return frozenset(set(lex.weekdays) | single)
 
 
+@cache
+def _part_patterns() -> tuple[_Pattern, ...]:
+    """The patterns of `lex.parts`, in its order, for `_found`."""
+    return tuple(pattern for pattern, _ in _lexicon().parts)
+
+
 def _part_phrase_indexes(words: Sequence[str], lex: _Lexicon) -> set[int]:
     found: set[int] = set()
-    for pattern, _ in lex.parts:
-        if len(pattern.words) >= 3:
-            for i in _find(words, pattern):
-                found.update(range(i, i + len(pattern.words)))
+    patterns = _part_patterns()
+    for i, n in _found(words, patterns):
+        if len(patterns[n].words) >= 3:
+            found.update(range(i, i + len(patterns[n].words)))
     return found
 
 
 def _greeting_indexes(words: Sequence[str], lex: _Lexicon) -> set[int]:
     found: set[int] = set()
-    for pattern in lex.intents["greeting"]:
-        for i in _find(words, pattern):
-            found.update(range(i, i + len(pattern.words)))
+    patterns = lex.intents["greeting"]
+    for i, n in _found(words, patterns):
+        found.update(range(i, i + len(patterns[n].words)))
     return found
 
 
@@ -1087,14 +1210,12 @@ def _join_ranges(tokens: Sequence[_Token], hours: list[_Hour], lex: _Lexicon) ->
 
 def _global_part(words: Sequence[str], lex: _Lexicon, ignored: set[int]) -> DayPart | None:
     """The first part of the day named on its own ("ввечері", "in the morning")."""
-    best: tuple[int, DayPart] | None = None
-    for pattern, part in lex.parts:
-        for i in _find(words, pattern):
-            if any(k in ignored for k in range(i, i + len(pattern.words))):
-                continue
-            if best is None or i < best[0]:
-                best = (i, part)
-    return best[1] if best else None
+    # The earliest, and of those the first in the lexicon: _found's own order.
+    for i, n in _found(words, _part_patterns()):
+        pattern, part = lex.parts[n]
+        if not any(k in ignored for k in range(i, i + len(pattern.words))):
+            return part
+    return None
 
 
 def _applies(part: DayPart | None, h: _Hour) -> DayPart | None:
@@ -1147,8 +1268,48 @@ class _IndexedService:
     word_concepts: dict[str, frozenset[str]]
 
 
-@lru_cache(maxsize=64)
-def _index(services: tuple[Named, ...]) -> tuple[_IndexedService, ...]:
+class _Catalogue:
+    """A price list's services indexed for matching, and how well each word of the messages
+    read so far matches each of them: the same words come again and again."""
+
+    _MAX_WORDS = 65536
+
+    def __init__(self, services: tuple[_IndexedService, ...]) -> None:
+        self.services = services
+        self._direct: dict[str, tuple[float, ...]] = {}
+        self._covers: dict[str, tuple[frozenset[str], ...]] = {}
+
+    def direct(self, said: str) -> tuple[float, ...]:
+        """How surely the word is a word of each service's names, in the services' order."""
+        found = self._direct.get(said)
+        if found is None:
+            found = tuple(
+                max((_similarity(said, n) for n in s.words), default=0.0) for s in self.services
+            )
+            if len(self._direct) >= self._MAX_WORDS:
+                self._direct.clear()
+            self._direct[said] = found
+        return found
+
+    def covers(self, said: str) -> tuple[frozenset[str], ...]:
+        """The words of each service's names the word stands for, itself or by a concept."""
+        found = self._covers.get(said)
+        if found is None:
+            concepts = _said_concepts(said)
+            found = tuple(
+                frozenset(
+                    n for n in s.words if _similarity(said, n) > 0 or concepts & s.word_concepts[n]
+                )
+                for s in self.services
+            )
+            if len(self._covers) >= self._MAX_WORDS:
+                self._covers.clear()
+            self._covers[said] = found
+        return found
+
+
+@lru_cache(maxsize=64)  # one per version of the price list, so a changed one is indexed anew
+def _index(services: tuple[Named, ...]) -> _Catalogue:
     lex = _lexicon()
     indexed = []
     for service in services:
@@ -1159,12 +1320,27 @@ def _index(services: tuple[Named, ...]) -> tuple[_IndexedService, ...]:
             for name in service.names
         )
         words = frozenset(w for name in names for w in name)
-        word_concepts = {
-            w: frozenset(c.name for c in lex.concepts if _any([w], c.targets)) for w in words
-        }
+        word_concepts = {w: _name_concepts(w) for w in words}
         concepts = frozenset(c for cs in word_concepts.values() for c in cs)
         indexed.append(_IndexedService(service.id, names, words, concepts, word_concepts))
-    return tuple(indexed)
+    return _Catalogue(tuple(indexed))
+
+
+@lru_cache(maxsize=16384)
+def _said_concepts(word: str) -> frozenset[str]:
+    """The concepts a word of a message says, typos included ("нігті", "ногти")."""
+    return frozenset(c.name for c in _lexicon().concepts if _any([word], c.words, fuzzy=True))
+
+
+@lru_cache(maxsize=16384)
+def _name_concepts(word: str) -> frozenset[str]:
+    """The concepts a word of a service name stands for."""
+    return frozenset(c.name for c in _lexicon().concepts if _any([word], c.targets))
+
+
+@cache
+def _modifiers() -> frozenset[str]:
+    return frozenset(c.name for c in _lexicon().concepts if c.modifier)
 
 
 _ENDINGS = tuple(
@@ -1224,7 +1400,8 @@ def match_services(
     asks which). Scores within a few points of each other are equally good answers.
     """
     lex = _lexicon()
-    indexed = _index(tuple(Named(s.id, tuple(s.names)) for s in services))
+    catalogue = _index(tuple(Named(s.id, tuple(s.names)) for s in services))
+    indexed = catalogue.services
     words = _words(normalize(text))
     # "манікюр без покриття", "no polish": the word after "without" is what is not wanted.
     unwanted = {i + 1 for i, w in enumerate(words) if w in lex.without}
@@ -1240,7 +1417,7 @@ def match_services(
     ]
     if not said or not indexed:
         return []
-    match = _WordMatches.of(said, indexed, lex)
+    match = _WordMatches.of(said, catalogue)
     weights = match.weights(indexed)
     if not weights:
         return []
@@ -1269,26 +1446,27 @@ class _WordMatches:
     concepts: dict[str, frozenset[str]]
     direct: dict[tuple[str, int], float]
     strength: dict[tuple[str, int], float]
+    covered: dict[int, frozenset[str]]  # service id → the words of its names the text covers
 
     @classmethod
-    def of(
-        cls, said: Sequence[str], indexed: Sequence[_IndexedService], lex: _Lexicon
-    ) -> _WordMatches:
-        concepts = {
-            w: frozenset(c.name for c in lex.concepts if _any([w], c.words, fuzzy=True))
-            for w in said
-        }
+    def of(cls, said: Sequence[str], catalogue: _Catalogue) -> _WordMatches:
+        indexed = catalogue.services
+        concepts = {w: _said_concepts(w) for w in said}
         direct = {
-            (w, s.id): max((_similarity(w, n) for n in s.words), default=0.0)
+            (w, s.id): score
             for w in said
-            for s in indexed
+            for s, score in zip(indexed, catalogue.direct(w), strict=True)
         }
         strength = {
             (w, s.id): max(direct[w, s.id], _CONCEPT_STRENGTH if concepts[w] & s.concepts else 0)
             for w in said
             for s in indexed
         }
-        return cls(tuple(said), concepts, direct, strength)
+        covered = {
+            s.id: frozenset().union(*(catalogue.covers(w)[k] for w in said))
+            for k, s in enumerate(indexed)
+        }
+        return cls(tuple(said), concepts, direct, strength, covered)
 
     def weights(self, indexed: Sequence[_IndexedService]) -> dict[str, float]:
         """Words that match some service, the rarer in the catalogue the heavier."""
@@ -1301,7 +1479,7 @@ class _WordMatches:
 
     def names(self, service: _IndexedService, lex: _Lexicon) -> bool:
         """Whether the text names the service at all: a modifier ("волосся") alone does not."""
-        modifiers = {c.name for c in lex.concepts if c.modifier}
+        modifiers = _modifiers()
         return any(
             self.direct[w, service.id] or (self.concepts[w] - modifiers) & service.concepts
             for w in self.said
@@ -1310,14 +1488,7 @@ class _WordMatches:
     def coverage(self, name: Sequence[str], service: _IndexedService) -> float:
         """The share of a name's words the text covers: "Манікюр класичний" is all of
         "класичний манікюр" and half of "манікюр"."""
-        covered = sum(
-            1
-            for n in name
-            if any(
-                _similarity(w, n) > 0 or self.concepts[w] & service.word_concepts[n]
-                for w in self.said
-            )
-        )
+        covered = sum(1 for n in name if n in self.covered[service.id])
         return covered / len(name)
 
 
@@ -1374,6 +1545,12 @@ def _variants(word: str) -> frozenset[str]:
     return frozenset(found)
 
 
+@lru_cache(maxsize=4096)
+def _name_words(name: str) -> tuple[str, ...]:
+    """The words of a service's or master's name: the catalogue's, read once, not per message."""
+    return _word_tuple(normalize(name))
+
+
 def match_master(text: str, masters: Sequence[Named]) -> int | None:
     """The master the text names, in any case form or alphabet ("до Олени", "к Ирине",
     "with Olena", "Мельник"); None when none is named or two fit equally."""
@@ -1387,7 +1564,7 @@ def match_master(text: str, masters: Sequence[Named]) -> int | None:
         return None
     scores: dict[int, float] = {}
     for master in masters:
-        name_words = {w for name in master.names for w in _words(normalize(name)) if len(w) >= 2}
+        name_words = {w for name in master.names for w in _name_words(name) if len(w) >= 2}
         total = 0.0
         for name_word in name_words:
             total += max(_name_similarity(w, f) for w in said for f in _variants(name_word))
@@ -1443,12 +1620,11 @@ def parse_name(text: str, *, expected: bool = False) -> str | None:
     words = _words(normalize(raw))
     originals = {w.lower().translate(_CHARS): w for w in _WORD.findall(raw)}
     start, capital = None, False
-    for pattern in lex.name_intros:
-        for i in _find(words, pattern):
-            start, capital = i + len(pattern.words), pattern.anchored
-            break
-        if start is not None:
-            break
+    # The first intro in the lexicon's order that the message has, at its earliest place.
+    found = min(((n, i) for i, n in _found(words, lex.name_intros)), default=None)
+    if found is not None:
+        pattern = lex.name_intros[found[0]]
+        start, capital = found[1] + len(pattern.words), pattern.anchored
     if start is None:
         if not expected:
             return None
@@ -1579,7 +1755,7 @@ def said_as_named(text: str, candidates: Sequence[int], services: Sequence[Named
         if named.id not in candidates:
             continue
         for name in named.names:
-            words = [_stem(w)[:4] for w in _words(normalize(name))]
+            words = [_stem(w)[:4] for w in _name_words(name)]
             if pairs & set(pairwise(words)):
                 hits.append(named.id)
                 break
@@ -1671,9 +1847,7 @@ def unoffered_service(text: str, services: Sequence[Named]) -> str | None:
     service names is never declined: a salon that does massage matches it as a service."""
     lex = _lexicon()
     words = _words(normalize(text))
-    names = [
-        {_stem(w) for w in _words(normalize(name))} for named in services for name in named.names
-    ]
+    names = [{_stem(w) for w in _name_words(name)} for named in services for name in named.names]
     for pattern in lex.not_offered:
         for i in _find(words, pattern):
             said = words[i : i + len(pattern.words)]
@@ -1683,6 +1857,16 @@ def unoffered_service(text: str, services: Sequence[Named]) -> str | None:
 
 
 # Intents -------------------------------------------------------------------------------------
+
+
+@cache
+def _intent_index() -> tuple[_PatternIndex, dict[_Pattern, tuple[str, ...]]]:
+    """Every intent's patterns in one index, and the intents each pattern says."""
+    intents_of: dict[_Pattern, tuple[str, ...]] = {}
+    for intent, patterns in _lexicon().intents.items():
+        for pattern in patterns:
+            intents_of[pattern] = (*intents_of.get(pattern, ()), intent)
+    return _PatternIndex(tuple(intents_of)), intents_of
 
 
 def detect_intents(text: str) -> set[Intent]:
@@ -1697,11 +1881,11 @@ def detect_intents(text: str) -> set[Intent]:
     found: set[str] = {
         intent for intent, marks in lex.emoji.items() if any(m in text for m in marks)
     }
-    for intent, patterns in lex.intents.items():
-        for pattern in patterns:
-            for i in _find(words, pattern, fuzzy=True):
-                negated = i > 0 and words[i - 1] in lex.negations
-                found.add("no" if intent == "yes" and negated else intent)
+    index, intents_of = _intent_index()
+    for i, n in index.matches(words, True):
+        negated = i > 0 and words[i - 1] in lex.negations
+        for intent in intents_of[index.patterns[n]]:
+            found.add("no" if intent == "yes" and negated else intent)
     if (
         not found & {"cancel", "reschedule"}
         and _any(words, lex.instead_of)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from datetime import date, time, timedelta
 
 import pytest
 
+from bots import nlu
 from bots.nlu import (
     DaySpan,
     Named,
@@ -806,3 +808,54 @@ def test_whole_requests(
     assert match_master(text, MASTERS) == master
     assert parse_day(text, TODAY) == when
     assert parse_time(text) == time_
+
+
+def _lexicon_words() -> list[str]:
+    """Words the patterns are made of, stems completed, and each long one with a typo."""
+    lex = nlu._lexicon()
+    words: set[str] = set()
+    for patterns in lex.intents.values():
+        for pattern in patterns:
+            for word in pattern.words:
+                whole = word[:-1] + "ами" if word.endswith("*") else word
+                words.add(whole)
+                if len(whole) >= 7:
+                    words.add(whole[:3] + whole[4:])  # a letter left out
+                    words.add(whole[:2] + whole[3] + whole[2] + whole[4:])  # two swapped
+    return sorted(words)
+
+
+def _brute_force(
+    words: list[str], patterns: tuple[nlu._Pattern, ...], fuzzy: bool
+) -> list[tuple[int, int]]:
+    return sorted((i, n) for n, p in enumerate(patterns) for i in nlu._find(words, p, fuzzy=fuzzy))
+
+
+@pytest.mark.parametrize("fuzzy", [False, True], ids=["exact", "fuzzy"])
+def test_the_pattern_index_finds_what_trying_every_pattern_finds(fuzzy: bool) -> None:
+    lex = nlu._lexicon()
+    vocabulary = [*_lexicon_words(), "не", "мені", "please", "завтра", "о", "15"]
+    tuples = [*lex.intents.values(), lex.same_time, lex.not_offered, lex.name_intros]
+    chance = random.Random(21)
+    for _ in range(200):
+        words = [chance.choice(vocabulary) for _ in range(chance.randint(1, 6))]
+        for patterns in tuples:
+            assert nlu._found(words, patterns, fuzzy=fuzzy) == _brute_force(
+                words, patterns, fuzzy
+            ), words
+
+
+def test_the_pattern_index_keeps_anchored_and_whole_patterns_in_place() -> None:
+    patterns = (
+        nlu._pattern("^так$"),
+        nlu._pattern("^добре"),
+        nlu._pattern("скасув*"),
+        *(nlu._pattern(f"слово{n}") for n in range(8)),
+    )
+    assert nlu._found(["так"], patterns) == [(0, 0)]
+    assert nlu._found(["ну", "так"], patterns) == []
+    assert nlu._found(["ну", "добре"], patterns) == [(1, 1)]
+    assert nlu._found(["ну", "от", "добре"], patterns) == []
+    assert nlu._found(["хочу", "скасувати", "скасування"], patterns) == [(1, 2), (2, 2)]
+    assert nlu._found(["скосувати"], patterns, fuzzy=True) == [(0, 2)]
+    assert nlu._found(["скосувати"], patterns) == []
