@@ -149,22 +149,9 @@ async def _fill_gaps(
     session: AsyncSession, client: Client, hints: Hints, phone: str | None, email: str | None
 ) -> None:
     """A channel may tell us what the card lacks; it never overwrites what staff wrote."""
-    changes: dict[str, object] = {}
-    if not client.name and (hints.display_name or hints.username):
-        client.name = hints.display_name or hints.username
-        changes["name"] = client.name
-    if not client.phone and phone:
-        client.phone = phone
-        changes["phone"] = phone
-    if not client.email and email:
-        client.email = email
-        changes["email"] = email
-    if not client.source_ref and hints.source:
-        client.source_ref = hints.source
-        changes["source_ref"] = hints.source
-    if not client.language and hints.language:
-        client.language = hints.language
-        changes["language"] = hints.language
+    changes = card_gaps(client, hints, phone, email)
+    for name, value in changes.items():
+        setattr(client, name, value)
     if changes:
         audit.record(
             session,
@@ -174,6 +161,23 @@ async def _fill_gaps(
             action="updated_from_channel",
             changes=changes,
         )
+
+
+def card_gaps(client: Client, hints: Hints, phone: str | None, email: str | None) -> dict[str, str]:
+    """What the hints would fill in on the card (its empty fields only), by field name."""
+    changes: dict[str, str] = {}
+    name = hints.display_name or hints.username
+    if not client.name and name:
+        changes["name"] = name
+    if not client.phone and phone:
+        changes["phone"] = phone
+    if not client.email and email:
+        changes["email"] = email
+    if not client.source_ref and hints.source:
+        changes["source_ref"] = hints.source
+    if not client.language and hints.language:
+        changes["language"] = hints.language
+    return changes
 
 
 async def identity_of(

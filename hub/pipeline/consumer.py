@@ -8,8 +8,15 @@
 - Any other exception leaves the entry pending; after `claim_idle_ms` it is reclaimed with
   XAUTOCLAIM and tried again, and once it has been delivered `max_deliveries` times it goes
   to hub:dead with the last error. Entries of a consumer that died are reclaimed the same way.
+  The entries held back behind a failing one (its lane's order) are counted delivered too,
+  but are never dead-lettered for it: each is tried in its turn.
 - With shard leases, a shard with entries still pending is not read further until they are
   done, so the entries of one chat are handled strictly in order.
+- With a batch handler, the entries of one stream read (first deliveries only) are handled
+  together and acknowledged after it returns. A malformed entry it finds it rejects: that
+  one goes to hub:dead at once, alone. A batch that fails for any reason but an outage is
+  handled again entry by entry, so a poison entry is isolated and goes to hub:dead alone
+  after its retries; the others are stored once (the handlers are idempotent).
 """
 
 from __future__ import annotations
@@ -29,7 +36,15 @@ from hub.pipeline.outage import is_outage, outage_delay
 
 log = logging.getLogger(__name__)
 
+# The error hash's mark on an entry held back behind a failing one: its deliveries while it
+# waited are not its own failures, so they never send it to hub:dead.
+WAITING = "waiting behind "
+
 Handler = Callable[[Entry], Awaitable[None]]
+# Sends a malformed entry of a batch to hub:dead (and acks it) at once.
+Reject = Callable[[Entry, PermanentError], Awaitable[None]]
+# The entries of one stream read, in order, and how to reject one of them.
+BatchHandler = Callable[[list[Entry], Reject], Awaitable[None]]
 
 
 class StreamConsumer:
@@ -41,6 +56,7 @@ class StreamConsumer:
         name: str,
         handler: Handler,
         streams: list[str],
+        batch_handler: BatchHandler | None = None,
         leases: ShardLeases | None = None,
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 5,
@@ -54,6 +70,7 @@ class StreamConsumer:
         self.group = group
         self.name = name
         self.handler = handler
+        self.batch_handler = batch_handler
         self.streams = streams
         self.leases = leases
         self.claim_idle_ms = claim_idle_ms
@@ -267,6 +284,9 @@ class StreamConsumer:
 
     async def _lanes(self, entries: list[Entry]) -> int:
         if self.lane is None:
+            # Reclaimed entries failed once already: one by one, so a poison one is found.
+            if self.batch_handler is not None and all(e.deliveries <= 1 for e in entries):
+                return await self._handle_batch(entries)
             return await self._handle_sequence(entries)
         lanes: dict[str, list[Entry]] = {}
         for entry in entries:
@@ -294,12 +314,18 @@ class StreamConsumer:
         done = 0
         for n, entry in enumerate(entries):
             if entry.deliveries > self.max_deliveries:
-                error = await self.redis.hget(ERRORS_HASH, _error_key(entry)) or (
-                    "the consumer died or timed out while handling it"
-                )
-                await self.bus.dead_letter(entry, error)
-                await self._ack(entry)
-                continue
+                error = await self.redis.hget(ERRORS_HASH, _error_key(entry))
+                if error is not None and error.startswith(WAITING):
+                    # Counted while it waited behind a failing entry, never tried itself: it
+                    # gets its turn. The mark goes first, so an entry that then kills the
+                    # consumer each time is still dead-lettered on its next delivery.
+                    await self.redis.hdel(ERRORS_HASH, _error_key(entry))
+                else:
+                    await self.bus.dead_letter(
+                        entry, error or "the consumer died or timed out while handling it"
+                    )
+                    await self._ack(entry)
+                    continue
             try:
                 handled = await self._handle_through_outages(entry)
             except PermanentError as exc:
@@ -313,6 +339,11 @@ class StreamConsumer:
                 await self.redis.hset(
                     ERRORS_HASH, _error_key(entry), f"{type(exc).__name__}: {exc}"[:4000]
                 )
+                if entries[n + 1 :]:
+                    await self.redis.hset(
+                        ERRORS_HASH,
+                        mapping={_error_key(e): f"{WAITING}{entry.id}" for e in entries[n + 1 :]},
+                    )
                 self._recovering.add(entry.stream)
                 # This one and the rest of its lane wait to be reclaimed, in order.
                 self._release(entries[n:])
@@ -323,6 +354,47 @@ class StreamConsumer:
                 break
             done += 1
         return done
+
+    async def _handle_batch(self, entries: list[Entry]) -> int:
+        """Entries of one stream read, together; on a failure that is not an outage, again
+        one by one. An outage is waited out in place as for one entry."""
+        assert self.batch_handler is not None
+        rejected: set[str] = set()
+
+        async def reject(entry: Entry, exc: PermanentError) -> None:
+            if entry.id not in rejected:
+                await self.bus.dead_letter(entry, f"{type(exc).__name__}: {exc}")
+                await self._ack(entry)
+                rejected.add(entry.id)
+
+        attempt = 0
+        while True:
+            try:
+                await self.batch_handler(entries, reject)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                rest = [entry for entry in entries if entry.id not in rejected]
+                if isinstance(exc, PermanentError) or not is_outage(exc):
+                    log.warning(
+                        "%s: a batch of %d %s entries failed (%s: %s); one by one now",
+                        self.name,
+                        len(entries),
+                        entries[0].stream,
+                        type(exc).__name__,
+                        str(exc).splitlines()[0][:300] if str(exc) else "",
+                    )
+                    return len(rejected) + await self._handle_sequence(rest)
+                attempt += 1
+                if not await self._wait_out(entries[0], exc, attempt):
+                    self._release(entries)  # stopped: all stay pending, in order
+                    return len(rejected)
+        handled = [entry for entry in entries if entry.id not in rejected]
+        acked = await asyncio.gather(*(self._ack_through_outages(e) for e in handled))
+        if not all(acked):
+            self._release(entries)  # stopped during an outage: handled again later, once
+        return len(rejected) + sum(acked)
 
     async def _handle_through_outages(self, entry: Entry) -> bool:
         """Run the handler; an outage is waited out in place (the entry stays in hand, kept

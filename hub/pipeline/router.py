@@ -5,10 +5,16 @@ Opt-out keywords work on every channel: a message that is just "stop", "стоп
 is not a question for the bot, and gets one short confirmation. Where the provider has its
 own keywords (SMS: the channel sets `InboundMessage.consent`), the provider answers them and
 the hub only records the consent.
+
+The consumer hands the router the entries of one stream read at a time (handle_batch): a run
+of plain client messages is stored in one transaction (crm_store.inbound_batch) and their
+events go out in one group commit; an own-app message or a consent keyword takes the
+one-message path in its place. A batch that fails is handled again one entry at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -21,10 +27,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from crm_store.conversations import InboundData, InboundRecord, record_inbound, record_own
 from crm_store.db import transaction
 from crm_store.identity import Hints, set_consent
+from crm_store.inbound_batch import record_inbound_batch
 from hub import metrics
 from hub.messages import Author, InboundMessage, utcnow
 from hub.pipeline.bus import Bus, Entry, PermanentError
-from hub.pipeline.consumer import StreamConsumer
+from hub.pipeline.consumer import Reject, StreamConsumer
 from hub.pipeline.events import message_event
 from hub.pipeline.leases import ShardLeases
 from hub.pipeline.replies import send_reply
@@ -119,6 +126,7 @@ class Router:
             group=GROUP,
             name=name,
             handler=self.handle,
+            batch_handler=self.handle_batch,
             streams=streams,
             leases=ShardLeases(self.bus.redis, name, streams, lease_ms),
             claim_idle_ms=claim_idle_ms,
@@ -126,10 +134,30 @@ class Router:
         )
 
     async def handle(self, entry: Entry) -> None:
-        try:
-            msg = InboundMessage.model_validate_json(entry.data)
-        except ValidationError as exc:
-            raise PermanentError(f"malformed inbound message: {_short(exc)}") from None
+        await self.handle_message(parse(entry))
+
+    async def handle_batch(self, entries: list[Entry], reject: Reject) -> None:
+        """The entries of one stream read, stored in as few transactions as they allow: a run
+        of plain client messages in one; an own-app message or a consent keyword alone, by
+        the one-message path, in its place in the order. A malformed entry is rejected
+        before anything is stored (it belongs to no chat, so no order is broken)."""
+        msgs: list[InboundMessage] = []
+        for entry in entries:
+            try:
+                msgs.append(parse(entry))
+            except PermanentError as exc:
+                await reject(entry, exc)
+        run: list[InboundMessage] = []
+        for msg in msgs:
+            if msg.own or msg.consent is not None or keyword_of(msg) is not None:
+                await self.handle_run(run)
+                run = []
+                await self.handle_message(msg)
+            else:
+                run.append(msg)
+        await self.handle_run(run)
+
+    async def handle_message(self, msg: InboundMessage) -> None:
         if msg.own:
             await self.handle_own(msg)
             return
@@ -137,6 +165,25 @@ class Router:
         record = await self.store(msg, keyword)
         if self.hooks.after_commit:
             self.hooks.after_commit(msg)
+        await self.announce(msg, record, keyword)
+
+    async def handle_run(self, msgs: list[InboundMessage]) -> None:
+        """Plain client messages (no keyword, not own) in one transaction, then their events."""
+        if not msgs:
+            return
+        records = await self.store_many(msgs)
+        if self.hooks.after_commit:
+            for msg in msgs:
+                self.hooks.after_commit(msg)
+        # Together, so the events share the bus's group commit; the calls queue in this order,
+        # so a chat's events keep the order of its messages.
+        await asyncio.gather(
+            *(self.announce(msg, record, None) for msg, record in zip(msgs, records, strict=True))
+        )
+
+    async def announce(
+        self, msg: InboundMessage, record: InboundRecord, keyword: ConsentKeyword | None
+    ) -> None:
         # Published for duplicates too: a crash between commit and publish must not lose the
         # event, so every event consumer is idempotent on the message id.
         quiet = msg.consent is not None or msg.automated or keyword is not None
@@ -212,6 +259,24 @@ class Router:
                 log.info("retrying %s after a unique-key race", msg.provider_message_id)
         raise AssertionError("unreachable")
 
+    async def store_many(self, msgs: list[InboundMessage]) -> list[InboundRecord]:
+        batch = [to_store(msg) for msg in msgs]
+        for attempt in range(3):
+            try:
+                async with transaction(self.sessions) as session:
+                    records = await record_inbound_batch(session, batch, region=self.region)
+                    if self.hooks.before_commit:
+                        for msg, record in zip(msgs, records, strict=True):
+                            if not record.duplicate:
+                                self.hooks.before_commit(msg)
+                return records
+            except IntegrityError:
+                # A racing copy of a new identity or conversation won; the retry finds it.
+                if attempt == 2:
+                    raise
+                log.info("retrying a batch of %d after a unique-key race", len(msgs))
+        raise AssertionError("unreachable")
+
     async def confirm_consent(self, record: InboundRecord, keyword: ConsentKeyword) -> None:
         """One short system message in the client's language: what changed, how to undo it."""
         known = (record.client.language or "")[:2].lower()
@@ -225,6 +290,13 @@ class Router:
             author=Author.system,
             idempotency_key=f"consent:{record.message.public_id}",
         )
+
+
+def parse(entry: Entry) -> InboundMessage:
+    try:
+        return InboundMessage.model_validate_json(entry.data)
+    except ValidationError as exc:
+        raise PermanentError(f"malformed inbound message: {_short(exc)}") from None
 
 
 def _short(exc: ValidationError) -> str:

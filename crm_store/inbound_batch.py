@@ -1,0 +1,300 @@
+"""Inbound messages stored a batch at a time: the same rows as `record_inbound` one by one.
+
+The common case (a known person writing again into their open private chat, with nothing new
+for the card) costs a few statements for the whole batch: the lookups in bulk, one
+`INSERT … ON CONFLICT DO NOTHING RETURNING` for the messages and one UPDATE each for the
+conversations' and clients' last contact. Everything else (a new person or chat, a card to
+fill in or follow through a merge, a group) goes through `record_inbound` in the same
+transaction, a whole chat at a time so that a chat's messages keep their order.
+
+The unique key (channel, inbox, direction, provider_message_id) stays the final word: a copy
+already stored, or a second copy in the same batch, comes back with duplicate=True; a racing
+copy that won the insert is found after it (ON CONFLICT), never raised.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, func, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from crm_store.contacts import normalize_email, normalize_phone
+from crm_store.conversations import OPEN_STATUSES, InboundData, InboundRecord, record_inbound
+from crm_store.identity import card_gaps
+from crm_store.models import ChannelIdentity, Client, Conversation, Message
+from crm_store.timeutil import utcnow
+
+__all__ = ["record_inbound_batch"]
+
+Key = tuple[str, str, str]  # channel, inbox, provider_message_id
+ChatKey = tuple[str, str, str]  # channel, inbox, chat_id
+
+MESSAGES: Table = Message.__table__  # type: ignore[attr-defined]
+
+
+@dataclass
+class _Known:
+    """What the bulk lookups found for a batch."""
+
+    stored: dict[Key, Message]
+    identities: dict[tuple[str, str, str], ChannelIdentity]
+    clients: dict[int, Client]
+    conversations: dict[ChatKey, Conversation]
+
+
+async def record_inbound_batch(
+    session: AsyncSession,
+    batch: Sequence[InboundData],
+    *,
+    region: str = "UA",
+    now: datetime | None = None,
+) -> list[InboundRecord]:
+    """Store each inbound message of the batch once; one record per item, in order."""
+    if not batch:
+        return []
+    now = now or utcnow()
+    known = await _look_up(session, batch)
+    records: list[InboundRecord | None] = [None] * len(batch)
+    first: dict[Key, int] = {}
+    copies: dict[int, int] = {}  # a second copy in the batch → the first's index
+    for i, data in enumerate(batch):
+        key = _key(data)
+        if key in known.stored:
+            records[i] = await _stored_record(session, known.stored[key])
+        elif key in first:
+            copies[i] = first[key]
+        else:
+            first[key] = i
+    fresh = sorted(first.values())
+    slow_chats = {_chat(batch[i]) for i in fresh if not _simple(batch[i], known, region)}
+
+    # Chats that need the card resolved go the one-by-one way first; the rest touch other
+    # conversations, so their rows do not depend on the order between the two groups.
+    for i in fresh:
+        if _chat(batch[i]) in slow_chats:
+            records[i] = await record_inbound(session, batch[i], region=region, now=now)
+    simple = [i for i in fresh if _chat(batch[i]) not in slow_chats]
+    if simple:
+        for i, record in zip(
+            simple, await _insert(session, batch, simple, known, now), strict=True
+        ):
+            records[i] = record
+    for i, original in copies.items():
+        record = records[original]
+        assert record is not None
+        records[i] = InboundRecord(record.message, record.conversation, record.client, True)
+    assert all(r is not None for r in records)
+    return records  # type: ignore[return-value]
+
+
+def _key(data: InboundData) -> Key:
+    return (data.channel, data.inbox, data.provider_message_id)
+
+
+def _chat(data: InboundData) -> ChatKey:
+    return (data.channel, data.inbox, data.chat_id)
+
+
+def _simple(data: InboundData, known: _Known, region: str) -> bool:
+    """A known, reachable person writing into their own open private chat with nothing new
+    for their card: what `record_inbound` would do is only the insert and the timestamps."""
+    if not data.private:
+        return False
+    identity = known.identities.get((data.channel, data.inbox, data.sender_id))
+    if identity is None or identity.unreachable_at is not None:
+        return False
+    client = known.clients.get(identity.client_id)
+    if client is None or client.merged_into_id is not None:
+        return False
+    conversation = known.conversations.get(_chat(data))
+    if conversation is None or conversation.client_id != client.id:
+        return False
+    hints = data.hints
+    # Normalising costs; only a field the card lacks needs it.
+    phone = normalize_phone(hints.phone, region) if hints.phone and not client.phone else None
+    email = normalize_email(hints.email) if hints.email and not client.email else None
+    return not card_gaps(client, hints, phone, email)
+
+
+async def _look_up(session: AsyncSession, batch: Sequence[InboundData]) -> _Known:
+    stored: dict[Key, Message] = {}
+    identities: dict[tuple[str, str, str], ChannelIdentity] = {}
+    conversations: dict[ChatKey, Conversation] = {}
+    for (channel, inbox), items in _by_inbox(batch).items():
+        provider_ids = {d.provider_message_id for d in items}
+        for message in await session.exec(
+            select(Message).where(
+                Message.channel == channel,
+                Message.inbox == inbox,
+                Message.direction == "in",
+                col(Message.provider_message_id).in_(provider_ids),
+            )
+        ):
+            stored[(channel, inbox, message.provider_message_id or "")] = message
+        senders = {d.sender_id for d in items}
+        for identity in await session.exec(
+            select(ChannelIdentity).where(
+                ChannelIdentity.channel == channel,
+                ChannelIdentity.inbox == inbox,
+                col(ChannelIdentity.external_id).in_(senders),
+            )
+        ):
+            identities[(channel, inbox, identity.external_id)] = identity
+        chats = {d.chat_id for d in items}
+        # The newest open conversation of a chat is its conversation (as open_conversation).
+        for conversation in await session.exec(
+            select(Conversation)
+            .where(
+                Conversation.channel == channel,
+                Conversation.inbox == inbox,
+                col(Conversation.chat_id).in_(chats),
+                col(Conversation.status).in_(OPEN_STATUSES),
+            )
+            .order_by(col(Conversation.id))
+        ):
+            conversations[(channel, inbox, conversation.chat_id)] = conversation
+    client_ids = {i.client_id for i in identities.values()}
+    clients = {
+        c.id: c  # type: ignore[misc]
+        for c in await session.exec(select(Client).where(col(Client.id).in_(client_ids)))
+    }
+    return _Known(stored, identities, clients, conversations)  # type: ignore[arg-type]
+
+
+def _by_inbox(batch: Iterable[InboundData]) -> dict[tuple[str, str], list[InboundData]]:
+    groups: dict[tuple[str, str], list[InboundData]] = {}
+    for data in batch:
+        groups.setdefault((data.channel, data.inbox), []).append(data)
+    return groups
+
+
+async def _stored_record(session: AsyncSession, message: Message) -> InboundRecord:
+    conversation = await session.get(Conversation, message.conversation_id)
+    client = await session.get(Client, message.client_id)
+    assert conversation is not None and client is not None
+    return InboundRecord(message, conversation, client, duplicate=True)
+
+
+async def _insert(
+    session: AsyncSession,
+    batch: Sequence[InboundData],
+    indexes: list[int],
+    known: _Known,
+    now: datetime,
+) -> list[InboundRecord]:
+    """The messages of simple chats in one INSERT, then their chats' and cards' timestamps."""
+    rows: list[dict[str, Any]] = []
+    places: list[tuple[Conversation, Client]] = []
+    for i in indexes:
+        data = batch[i]
+        conversation = known.conversations[_chat(data)]
+        identity = known.identities[(data.channel, data.inbox, data.sender_id)]
+        client = known.clients[identity.client_id]
+        places.append((conversation, client))
+        rows.append(_message_row(data, conversation, client, now))
+    dialect = session.bind.dialect.name  # type: ignore[union-attr]
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = (
+        insert(MESSAGES)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .returning(MESSAGES.c.id, MESSAGES.c.public_id)
+    )
+    # Multi-row RETURNING promises no order: rows are matched by their public id.
+    ids = dict(
+        (public_id, id_)
+        for id_, public_id in (
+            await session.exec(  # type: ignore[call-overload]
+                statement
+            )
+        ).all()
+    )
+    records: list[InboundRecord] = []
+    touched_conversations: set[int] = set()
+    touched_clients: set[int] = set()
+    for row, (conversation, client) in zip(rows, places, strict=True):
+        message_id = ids.get(row["public_id"])
+        if message_id is None:
+            records.append(await _lost_race(session, row))
+            continue
+        message = Message(**row)
+        message.id = message_id
+        records.append(InboundRecord(message, conversation, client, duplicate=False))
+        touched_conversations.add(conversation.id)  # type: ignore[arg-type]
+        touched_clients.add(client.id)  # type: ignore[arg-type]
+    if touched_conversations:
+        await session.exec(  # type: ignore[call-overload]
+            update(Conversation)
+            .where(col(Conversation.id).in_(touched_conversations))
+            .values(
+                last_message_at=now,
+                first_inbound_at=func.coalesce(col(Conversation.first_inbound_at), now),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    if touched_clients:
+        await session.exec(  # type: ignore[call-overload]
+            update(Client)
+            .where(col(Client.id).in_(touched_clients))
+            .values(
+                last_contact_at=now,
+                first_contact_at=func.coalesce(col(Client.first_contact_at), now),
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return records
+
+
+def _message_row(
+    data: InboundData, conversation: Conversation, client: Client, now: datetime
+) -> dict[str, Any]:
+    # Every column, as the ORM would write them (the model's defaults are Python-side).
+    return {
+        "public_id": data.public_id or uuid.uuid4().hex,
+        "conversation_id": conversation.id,
+        "client_id": client.id,
+        "channel": data.channel,
+        "inbox": data.inbox,
+        "direction": "in",
+        "author": "client",
+        "staff_id": None,
+        "text": data.text,
+        "attachments": data.attachments,
+        "provider_message_id": data.provider_message_id,
+        "outbound_key": None,
+        "reply_to_id": data.reply_to_id,
+        "status": "received",
+        "claimed_by": None,
+        "claimed_until": None,
+        "error": None,
+        "attempts": 0,
+        "segments": None,
+        "sent_at": data.sent_at,
+        "created_at": now,
+        "status_at": now,
+    }
+
+
+async def _lost_race(session: AsyncSession, row: dict[str, Any]) -> InboundRecord:
+    """A copy stored by someone else between the lookup and the insert: theirs is the one."""
+    message = (
+        await session.exec(
+            select(Message).where(
+                Message.channel == row["channel"],
+                Message.inbox == row["inbox"],
+                Message.direction == "in",
+                Message.provider_message_id == row["provider_message_id"],
+            )
+        )
+    ).first()
+    if message is None:
+        # Another unique key refused the row (a public id taken): not a copy, an error.
+        raise LookupError(f"inbound {row['provider_message_id']!r} was refused by the store")
+    return await _stored_record(session, message)
