@@ -1,4 +1,13 @@
-"""The running hub: Redis, the database, the bus, the channels and the workers of one process."""
+"""The running hub: Redis, the database, the bus, the channels and the workers of one process.
+
+A process runs some of the hub's roles (`hub serve --role`, docs/pipeline.md "Processes by
+role"): `web` (the HTTP app, which hub.cli.serve binds; nothing here), `router`, `bot`,
+`dispatch` and `scheduler`. Each role's work is shared between the processes that run it the
+way it always was (consumer groups, shard leases, claimed rows), so any layout is correct and
+only its speed differs. The channels are started where a role speaks to providers (`web`
+takes webhooks, `dispatch` and `scheduler` send); their pollers (email IMAP, Instagram
+private) hold an exclusive lease, so one of those processes polls at a time.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,7 @@ import os
 import secrets
 import socket
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,6 +58,24 @@ log = logging.getLogger(__name__)
 HUB: web.AppKey[Hub] = web.AppKey("hub")
 FANOUT_PREFIX = "hub:fanout:"
 PUBLISH_RETRY_AFTER_S = 5
+ROLES = ("web", "router", "bot", "dispatch", "scheduler")
+# The roles that talk to providers, so need the channels started: webhooks come in through
+# `web`, replies go out through `dispatch`, reminders and broadcasts through `scheduler`.
+CHANNEL_ROLES = frozenset({"web", "dispatch", "scheduler"})
+
+
+def parse_roles(text: str) -> frozenset[str]:
+    """`web,router` as a set of roles; `all` is every role. ValueError names what is unknown."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if names == ["all"]:
+        return frozenset(ROLES)
+    unknown = sorted(set(names) - set(ROLES))
+    choices = f"choose from {', '.join(ROLES)} or all"
+    if unknown:
+        raise ValueError(f"unknown role {', '.join(unknown)}: {choices}")
+    if not names:
+        raise ValueError(f"no role given: {choices}")
+    return frozenset(names)
 
 
 class HubContext:
@@ -144,12 +171,21 @@ class HubContext:
 
 
 class Hub:
+    """One process's hub.
+
+    Which workers it runs is said either by `roles` (a subset of ROLES, as `hub serve --role`
+    gives it) or, for tests and benchmarks that pick single workers, by the `run_*` switches;
+    `roles` wins when given. The scheduler runs only where HUB_SCHEDULER is on as well, so one
+    setting still turns it off everywhere.
+    """
+
     def __init__(
         self,
         settings: Settings,
         *,
         responder: Responder | None = None,
         router_hooks: RouterHooks | None = None,
+        roles: Iterable[str] | None = None,
         run_router: bool = True,
         run_dispatcher: bool = True,
         run_bots: bool = True,
@@ -163,6 +199,16 @@ class Hub:
         self.settings = settings
         self.responder: Responder | None = responder
         self.router_hooks = router_hooks
+        self.roles = frozenset(ROLES if roles is None else roles)
+        self.start_channels = True
+        if roles is not None:
+            run_router = "router" in self.roles
+            run_dispatcher = "dispatch" in self.roles
+            run_bots = "bot" in self.roles
+            run_scheduler = "scheduler" in self.roles and settings.hub_scheduler
+            # A router or bot process never speaks to a provider: no second Telegram
+            # long-poller, no idle SMTP or Instagram sessions there.
+            self.start_channels = bool(self.roles & CHANNEL_ROLES)
         self.run_router = run_router
         self.run_dispatcher = run_dispatcher
         self.run_bots = run_bots
@@ -248,8 +294,9 @@ class Hub:
     async def start(self) -> None:
         """Start channels, the fan-out listener and the workers."""
         s = self.settings
-        for channel in self.channels.values():
-            await channel.start()
+        if self.start_channels:
+            for channel in self.channels.values():
+                await channel.start()
         self.tasks.append(asyncio.create_task(self.ctx.listen(), name="fanout"))
         common = {"claim_idle_ms": s.hub_claim_idle_ms, "max_deliveries": s.hub_max_deliveries}
         if self.run_router:
@@ -293,6 +340,7 @@ class Hub:
                 log.warning("%s ignored its cancellation; left behind", task.get_name())
         self.tasks.clear()
         self.consumers.clear()
+        # Started or not: stop also closes what a channel made when it was built.
         for channel in self.channels.values():
             await channel.stop()
 

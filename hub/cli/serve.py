@@ -1,6 +1,12 @@
 """`hub serve`: everything in one process (the web app, the pipeline's workers, the scheduler,
 the channels), on the embedded Redis and SQLite unless REDIS_URL and DATABASE_URL say otherwise.
 
+`--role` runs a part of it (docs/pipeline.md "Processes by role"), e.g. `--role web` beside
+`--role router,dispatch` and `--role bot` processes. One command rather than a separate
+`hub worker`: the roles combine freely, every process starts the same way (schema check,
+signals, HUB_METRICS_LISTEN), and "all" stays the default. A process without `web` binds no
+port; HUB_METRICS_LISTEN gives it /metrics and /healthz.
+
 The start is ordered for the person at the terminal:
 
 1. The listening sockets are bound before anything is created or started, so a taken port is
@@ -39,23 +45,44 @@ BACKLOG = 128  # aiohttp's default for a site
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `serve` to the `hub` command's subparsers."""
-    serve = sub.add_parser("serve", help="run everything in one process")
+    serve = sub.add_parser("serve", help="run the hub (everything in one process by default)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--demo", action="store_true", help="load the demo salon")
     serve.add_argument("--migrate", action="store_true", help="migrate PostgreSQL before serving")
+    serve.add_argument(
+        "--role",
+        type=_roles,
+        metavar="ROLE[,ROLE…]",
+        help="what this process runs: web, router, bot, dispatch, scheduler or all (default)",
+    )
     serve.set_defaults(func=cmd_serve)
+
+
+def _roles(text: str) -> frozenset[str]:
+    # Imported here, not at the top: `hub --help` and a plain `hub serve` stay light.
+    from hub.state import parse_roles
+
+    try:
+        return parse_roles(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings()
+    roles: frozenset[str] | None = args.role  # None: all of them
     with contextlib.ExitStack() as bound:
-        site = bound.enter_context(listen(args.host, args.port, change="--port"))
+        site = None
+        if roles is None or "web" in roles:
+            site = bound.enter_context(listen(args.host, args.port, change="--port"))
         metrics = None
         metrics_address = _host_port(settings.hub_metrics_listen)
         if metrics_address is not None:
             metrics = bound.enter_context(listen(*metrics_address, change="HUB_METRICS_LISTEN"))
-        return asyncio.run(serve(settings, site, metrics, demo=args.demo, migrate=args.migrate))
+        return asyncio.run(
+            serve(settings, site, metrics, demo=args.demo, migrate=args.migrate, roles=roles)
+        )
 
 
 # Listening ------------------------------------------------------------------------------
@@ -158,12 +185,15 @@ def step(text: str) -> None:
 
 async def serve(
     settings: Settings,
-    site: Listening,
+    site: Listening | None,
     metrics: Listening | None = None,
     *,
     demo: bool,
     migrate: bool,
+    roles: frozenset[str] | None = None,
 ) -> int:
+    """Run the hub's `roles` (None: all) until SIGINT or SIGTERM; `site` is the web app's
+    address, None exactly when `web` is not among the roles."""
     async with contextlib.AsyncExitStack() as started:
         if not settings.redis_url:
             settings = await _embedded_redis(settings, started)
@@ -171,12 +201,12 @@ async def serve(
 
         from crm_store.migrate import SchemaOutOfDate
         from hub.state import Hub
-        from hub.web.app import AccessLogger, create_app, metrics_app
+        from hub.web.app import AccessLogger, create_app, healthz, metrics_app
 
         schema = await _schema_work(settings, migrate=migrate)
         if schema:
             step(schema)
-        hub = Hub(settings, migrate=migrate)
+        hub = Hub(settings, migrate=migrate, roles=roles)
         try:
             await hub.open()
         except SchemaOutOfDate as exc:
@@ -191,19 +221,27 @@ async def serve(
         try:
             login = await load_demo(hub) if demo else None
             await hub.start()
-            runner = web.AppRunner(
-                create_app(hub), handle_signals=False, access_log_class=AccessLogger
-            )
-            await runner.setup()
-            for sock in site.sockets:
-                await web.SockSite(runner, sock, backlog=BACKLOG).start()
+            if site is not None:
+                runner = web.AppRunner(
+                    create_app(hub), handle_signals=False, access_log_class=AccessLogger
+                )
+                await runner.setup()
+                for sock in site.sockets:
+                    await web.SockSite(runner, sock, backlog=BACKLOG).start()
             if metrics is not None:
-                metrics_runner = web.AppRunner(metrics_app(hub), handle_signals=False)
+                observed = metrics_app(hub)
+                # A process without `web` has no other address a load balancer or an
+                # orchestrator could ask whether it is alive.
+                observed.router.add_get("/healthz", healthz)
+                metrics_runner = web.AppRunner(observed, handle_signals=False)
                 await metrics_runner.setup()
                 for sock in metrics.sockets:
                     await web.SockSite(metrics_runner, sock, backlog=BACKLOG).start()
             settle_heap()
-            _print_welcome(hub, settings.hub_public_url or site.url, login)
+            if site is not None:
+                _print_welcome(hub, settings.hub_public_url or site.url, login)
+            else:
+                _print_worker(hub, metrics)
             await stopping.wait()
             log.info("shutting down")
         finally:
@@ -290,6 +328,8 @@ async def load_demo(hub: Hub) -> tuple[str, str]:
 
 def _print_welcome(hub: Hub, base: str, login: tuple[str, str] | None) -> None:
     print(f"\nThe hub is running at {base}", flush=True)
+    if _role_list(hub) != "all":
+        print(f"  roles:                        {_role_list(hub)}", flush=True)
     print(f"  staff inbox:                  {base}/inbox", flush=True)
     print(f"  web chat (write as a client): {base}/chat", flush=True)
     print(f"  staff API:                    {base}/api/  (POST /api/auth/login)", flush=True)
@@ -301,7 +341,29 @@ def _print_welcome(hub: Hub, base: str, login: tuple[str, str] | None) -> None:
     print("Press Ctrl-C to stop.\n", flush=True)
 
 
+def _print_worker(hub: Hub, metrics: Listening | None) -> None:
+    print(f"\nThe hub is running: {_role_list(hub)} (no web app here)", flush=True)
+    if metrics is not None:
+        print(f"  metrics and health:           {metrics.url}/metrics, /healthz", flush=True)
+    if hub.start_channels:
+        print(f"  channels:                     {', '.join(sorted(hub.channels))}", flush=True)
+    if "bot" in hub.roles:
+        print(f"  AI administrator:             {_brain_name(hub)}", flush=True)
+    print("Press Ctrl-C to stop.\n", flush=True)
+
+
+def _role_list(hub: Hub) -> str:
+    from hub.state import ROLES
+
+    said = "all" if hub.roles == set(ROLES) else ", ".join(r for r in ROLES if r in hub.roles)
+    if "scheduler" in hub.roles and not hub.run_scheduler:
+        said += " (the scheduler off: HUB_SCHEDULER=false)"
+    return said
+
+
 def _brain_name(hub: Hub) -> str:
+    if "bot" not in hub.roles:
+        return "in the processes with the bot role"
     name = type(hub.responder).__name__ if hub.responder else "SilentResponder"
     return {
         "LlmBrain": f"LLM ({hub.settings.hub_llm_model})",

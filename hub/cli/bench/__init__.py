@@ -79,7 +79,14 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         "--routers",
         type=int,
         default=0,
-        help="router processes of their own (0: the hub's process routes)",
+        help="router processes of their own (0: the hub's process routes); as --processes router=N",
+    )
+    parser.add_argument(
+        "--processes",
+        default="",
+        metavar="ROLE[+ROLE]=N,…",
+        help="processes of their own by role, e.g. router=2,bot=1 or router+bot=2 (the roles"
+        " none has, and always the dispatcher, stay in the bench's process)",
     )
     parser.add_argument(
         "--model-delay-ms",
@@ -96,6 +103,10 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     if args.messages < 1 or (args.clients is not None and args.clients < 1):
         raise SystemExit("--messages and --clients must be at least 1")
+    try:
+        processes = pipeline.parse_layout(args.processes)
+    except ValueError as exc:
+        raise SystemExit(f"--processes: {exc}") from None
 
     async def go() -> int:
         async with (
@@ -110,6 +121,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
                 clients=min(args.clients or max(1, args.messages // 2), args.messages),
                 rate=args.rate,
                 routers=args.routers,
+                processes=processes,
                 model_delay_ms=args.model_delay_ms,
                 timeout_s=args.timeout,
                 ceilings=not args.no_ceilings,

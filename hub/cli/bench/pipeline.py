@@ -6,6 +6,10 @@ hub:events → bot worker (the offline brain, or a model with a fixed delay) →
 handed to the channel) and the hub's own share of it (the brain's time taken out), the
 ceilings of the parts measured in the same run (hub.bench.ceilings) and the ratio of the
 pipeline to them, and peak memory. docs/performance.md has the figures and how to read them.
+
+With `--processes router=2,bot=1` (docs/pipeline.md "Processes by role") those roles run in
+processes of their own, as `hub serve --role` would run them, and the bench's process keeps
+the rest: the dispatcher and its sink channel always, which time each delivery.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from crm_store.models import Message
 from crm_store.timeutil import utcnow
 from hub.brains import build_responder
 from hub.cli.bench.ceilings import redis_ceiling, store_ceiling
+from hub.cli.bench.router_process import bench_roles
 from hub.cli.bench.stats import peak_rss_mib, percentile
 from hub.cli.bench.traffic import (
     DelayedModel,
@@ -59,10 +64,34 @@ class Options:
     clients: int = 2_500
     rate: float = 0.0  # messages a second; 0: flat out
     routers: int = 0  # 0: the router runs in the hub's process, as `hub serve` runs it
+    # More processes of their own: (roles, how many), e.g. ((frozenset({"bot"}), 1),); the
+    # roles none of them has stay in the hub's process.
+    processes: tuple[tuple[frozenset[str], int], ...] = ()
     model_delay_ms: int | None = None  # None: the offline brain
     timeout_s: float = 600.0
     ceilings: bool = True
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="hub-bench-")))
+
+
+def layout(opts: Options) -> tuple[tuple[frozenset[str], int], ...]:
+    """Every worker process to start: `processes`, and `routers` as router=N."""
+    extra = ((frozenset({"router"}), opts.routers),) if opts.routers else ()
+    return tuple((roles, n) for roles, n in (*opts.processes, *extra) if n > 0)
+
+
+def parse_layout(text: str) -> tuple[tuple[frozenset[str], int], ...]:
+    """`router=2,bot=1,router+bot=1` as (roles, count) pairs; ValueError says what is wrong."""
+    found = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, count = item.partition("=")
+        if not count.isdigit():
+            raise ValueError(f"{item!r}: say how many, e.g. {name or 'router'}=2")
+        found.append((bench_roles(name), int(count)))
+    return tuple(found)
+
+
+def layout_name(pairs: Sequence[tuple[frozenset[str], int]]) -> str:
+    return ", ".join(f"{'+'.join(sorted(roles))}={n}" for roles, n in pairs)
 
 
 def bench_settings(opts: Options) -> Settings:
@@ -78,7 +107,13 @@ def bench_settings(opts: Options) -> Settings:
 
 async def run(opts: Options) -> dict[str, Any]:
     settings = bench_settings(opts)
-    hub = Hub(settings, run_router=opts.routers == 0, run_scheduler=False)
+    elsewhere = frozenset().union(*(roles for roles, _ in layout(opts)))
+    hub = Hub(
+        settings,
+        run_router="router" not in elsewhere,
+        run_bots="bot" not in elsewhere,
+        run_scheduler=False,
+    )
     await hub.open()
     try:
         async with transaction(hub.sessions) as session:
@@ -94,8 +129,9 @@ async def run(opts: Options) -> dict[str, Any]:
         )
         responder = TimedResponder(inner)
         hub.responder = responder
-        async with router_processes(opts, settings) as routers:
+        async with worker_processes(opts, settings) as workers:
             await hub.start()
+            routers = [p for roles, p, _ in workers if "router" in roles]
             if routers:
                 await wait_for_leases(hub, len(routers))
             warm = synthetic_messages(
@@ -108,14 +144,24 @@ async def run(opts: Options) -> dict[str, Any]:
             msgs = synthetic_messages(opts.messages, opts.clients)
             figures = await flow(hub, msgs, deliveries, rate=opts.rate, timeout_s=opts.timeout_s)
             latency = figures.pop("_latency")
-            figures["overhead"] = overheads(latency, responder.seconds)
-            figures["brain_ms"] = summary([responder.seconds[i] for i in latency])
             figures["memory_mib"] = {
                 "hub_peak": round(peak_rss_mib(), 1),
                 "routers_peak": [round(peak_rss_mib(p.pid), 1) for p in routers],
+                "processes_peak": [
+                    {"roles": "+".join(sorted(roles)), "mib": round(peak_rss_mib(p.pid), 1)}
+                    for roles, p, _ in workers
+                ],
             }
             figures["dead_letters"] = await hub.bus.dead_count()
             await hub.stop()
+        # The bot processes wrote their brain's times as they stopped.
+        for _, _, times in workers:
+            if times is not None and times.exists():
+                responder.seconds.update(json.loads(times.read_text()))
+        figures["overhead"] = overheads(latency, responder.seconds)
+        figures["brain_ms"] = summary(
+            [responder.seconds[i] for i in latency if i in responder.seconds]
+        )
         if opts.ceilings:
             figures["ceilings"] = {
                 "redis": await redis_ceiling(hub.redis, [m.to_json() for m in msgs]),
@@ -126,7 +172,9 @@ async def run(opts: Options) -> dict[str, Any]:
             "messages": opts.messages,
             "clients": opts.clients,
             "rate": opts.rate or "flat out",
-            "routers": opts.routers or "in the hub process",
+            "routers": sum(n for roles, n in layout(opts) if "router" in roles)
+            or "in the hub process",
+            "processes": layout_name(layout(opts)) or "none: all in the hub process",
             "brain": "offline"
             if opts.model_delay_ms is None
             else f"model answering after {opts.model_delay_ms} ms",
@@ -243,29 +291,46 @@ def ratios(figures: dict[str, Any]) -> dict[str, float]:
     }
 
 
+# A worker process: its roles, the process, the file its brain's times come back in.
+Worker = tuple[frozenset[str], asyncio.subprocess.Process, Path | None]
+
+
 @contextlib.asynccontextmanager
-async def router_processes(opts: Options, settings: Settings) -> AsyncIterator[list[Any]]:
-    """`opts.routers` router processes of their own (none: the hub's process routes)."""
+async def worker_processes(opts: Options, settings: Settings) -> AsyncIterator[list[Worker]]:
+    """The processes of `layout(opts)` (none: the hub's process does everything)."""
     env = {
         **os.environ,
         "DATABASE_URL": opts.database_url,
         "REDIS_URL": opts.redis_url,
         "HUB_DATA_DIR": str(opts.data_dir),
         "HUB_INBOUND_SHARDS": str(settings.hub_inbound_shards),
+        "HUB_BOT": str(settings.hub_bot),
+        "HUB_SCHEDULER": "false",
     }
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "hub.cli.bench.router_process", env=env, stdout=PIPE
-        )
-        for _ in range(opts.routers)
-    ]
+    workers: list[Worker] = []
+    for roles, count in layout(opts):
+        for _ in range(count):
+            args = [",".join(sorted(roles))]
+            times = None
+            if "bot" in roles:
+                times = opts.data_dir / f"brain-times-{len(workers)}.json"
+                args += ["--brain-times", str(times)]
+                if opts.model_delay_ms is not None:
+                    args += ["--model-delay-ms", str(opts.model_delay_ms)]
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hub.cli.bench.router_process", *args, env=env, stdout=PIPE
+            )
+            workers.append((roles, proc, times))
+    procs = [proc for _, proc, _ in workers]
     try:
-        for proc in procs:
+        for roles, proc, _ in workers:
             assert proc.stdout is not None
             line = await asyncio.wait_for(proc.stdout.readline(), 60)
             if line.strip() != b"ready":
-                raise RuntimeError(f"a router process did not start (exit {proc.returncode})")
-        yield procs
+                raise RuntimeError(
+                    f"a {'+'.join(sorted(roles))} process did not start (exit {proc.returncode})"
+                )
+        yield workers
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -295,7 +360,8 @@ def report(figures: dict[str, Any]) -> str:
     lat, over = figures["latency_ms"], figures["overhead"]
     lines = [
         f"pipeline: {o['messages']} messages from {o['clients']} clients, rate {o['rate']},"
-        f" routers {o['routers']}, brain {o['brain']}, database {o['database']}",
+        f" processes of their own: {o['processes']}, brain {o['brain']},"
+        f" database {o['database']}",
         f"throughput: {figures['throughput_per_s']} messages/s end to end"
         f" ({figures['seconds']} s); stored {figures['stored_per_s']} messages/s",
         f"latency accepted → handed to the channel: p50 {lat['p50']} ms · p95 {lat['p95']} ms"
@@ -310,8 +376,12 @@ def report(figures: dict[str, Any]) -> str:
         f" sent twice {figures['replies_doubled']}",
         f"peak memory: hub process {figures['memory_mib']['hub_peak']} MiB"
         + (
-            f"; router processes {figures['memory_mib']['routers_peak']} MiB"
-            if figures["memory_mib"]["routers_peak"]
+            "; "
+            + ", ".join(
+                f"{p['roles']} process {p['mib']} MiB"
+                for p in figures["memory_mib"]["processes_peak"]
+            )
+            if figures["memory_mib"]["processes_peak"]
             else ""
         ),
     ]
