@@ -200,6 +200,42 @@ async def still_mine(session: AsyncSession, row_id: int, worker: str) -> Schedul
     return row
 
 
+async def still_mine_many(
+    session: AsyncSession, row_ids: Sequence[int], worker: str
+) -> dict[int, ScheduledMessage]:
+    """`still_mine` for a batch in one statement: the rows, locked, this worker still holds,
+    by id (a row cancelled or re-claimed meanwhile is left out)."""
+    if not row_ids:
+        return {}
+    query = select(ScheduledMessage).where(
+        col(ScheduledMessage.id).in_(list(row_ids)),
+        ScheduledMessage.status == "sending",
+        ScheduledMessage.claimed_by == worker,
+    )
+    rows = (await session.exec(_skip_locked(session, query, skip=False))).all()
+    return {row.id: row for row in rows if row.id is not None}
+
+
+async def mark_sent_many(
+    session: AsyncSession, row_ids: Sequence[int], worker: str, *, now: datetime
+) -> int:
+    """`mark_sent` for a batch in one statement; how many rows this worker still held."""
+    if not row_ids:
+        return 0
+    now = as_utc(now)
+    result = await session.exec(  # type: ignore[call-overload]
+        update(ScheduledMessage)
+        .where(
+            col(ScheduledMessage.id).in_(list(row_ids)),
+            ScheduledMessage.status == "sending",
+            ScheduledMessage.claimed_by == worker,
+        )
+        .values(status="sent", claimed_by=None, claimed_until=None, updated_at=now, sent_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return max(result.rowcount or 0, 0)
+
+
 async def mark_sent(session: AsyncSession, row_id: int, worker: str, *, now: datetime) -> bool:
     """Close a claimed row as sent, if this worker still holds it; one statement."""
     now = as_utc(now)

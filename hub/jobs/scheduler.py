@@ -8,10 +8,12 @@ by whichever process claims them.
 One tick:
 1. rows whose sent message failed go back to be routed past that channel (failover);
 2. due rows without a channel are checked (consent, quiet hours) and routed
-   (crm_store.reach: the client's last used reachable channel first);
+   (crm_store.reach: the client's last used reachable channel first; a few queries for the
+   whole batch);
 3. per channel, as many rows as its rate allows right now (a token bucket in Redis, shared
    by all processes) are claimed and sent: rendered in the client's language just before the
-   send, stored as a `system` message with the row's key, put on the outbound stream;
+   send, stored as `system` messages with the rows' keys (the channel's batch in one
+   transaction; should it fail, row by row), put on the outbound stream, marked sent;
 4. broadcasts with nothing left to send are marked done.
 
 A process that dies mid-send leaves its claimed rows to be claimed again when their lease
@@ -42,7 +44,7 @@ from crm_store.conversations import open_conversation, record_outbound
 from crm_store.db import transaction
 from crm_store.identity import live_client
 from crm_store.models import BotState, Business, Client, Conversation, Message, ScheduledMessage
-from crm_store.reach import ReachRules, Route, ensure_identity, routes
+from crm_store.reach import ReachRules, Route, ensure_identity, routes_many
 from crm_store.reengage import plan_reengagement
 from crm_store.reminders import in_quiet_hours, quiet_end_after
 from crm_store.timeutil import as_utc
@@ -59,6 +61,8 @@ from hub.pipeline.replies import outbound_of
 log = logging.getLogger(__name__)
 
 MARKETING = ("reengage", "broadcast")
+# A stored row ready to publish: its id, its message, the conversation, the quick replies.
+Ready = tuple[int, Message, Conversation, list[str]]
 RENDERERS.setdefault("reengage", render_reengage)
 RENDERERS.setdefault("broadcast", render_broadcast)
 
@@ -216,20 +220,27 @@ class Scheduler:
         async with transaction(self.sessions) as session:
             rules = Rules.of(await self.business_of(session))
             rows = await scheduled.due_unrouted(session, now=now, limit=self.config.batch * 5)
+            # The cards, and every card's ways to reach it, in a few queries for the batch.
+            client_ids = {row.client_id for row in rows}
+            if client_ids:
+                await session.exec(select(Client).where(col(Client.id).in_(client_ids)))
+            clients = {row.id: await _live_client(session, row.client_id) for row in rows}
+            live = {c.id: c for c in clients.values() if c is not None}
+            found = await routes_many(session, list(live.values()), rules=reach, now=now)
             for row in rows:
-                outcome = await self._route_one(session, row, rules, reach, now)
+                outcome = self._route_one(session, row, clients[row.id], found, rules, now)
                 report.count(outcome)
             await session.flush()
 
-    async def _route_one(
+    def _route_one(
         self,
         session: Any,
         row: ScheduledMessage,
+        client: Client | None,
+        reachable: Mapping[int, list[Route]],
         rules: Rules,
-        reach: ReachRules,
         now: datetime,
     ) -> str:
-        client = await _live_client(session, row.client_id)
         if client is None:
             scheduled.close(session, row, "skipped", now=now, error="the client card is gone")
             return "skipped"
@@ -243,7 +254,7 @@ class Scheduler:
             until = quiet_end_after(now, rules)
             scheduled.postpone(session, row, until, now=now, reason="quiet hours")
             return "postponed"
-        found = await routes(session, client, rules=reach, now=now, exclude=row.tried)
+        found = [r for r in reachable.get(client.id, []) if r.key not in row.tried]  # type: ignore[arg-type]
         if not found:
             error = _gave_up(row) if row.tried else "no channel reaches this client"
             scheduled.close(session, row, "failed", now=now, error=error)
@@ -270,6 +281,101 @@ class Scheduler:
             )
             ids = [row.id for row in claimed]
         await self.limits.give_back(channel, granted - len(ids))
+        row_ids = [row_id for row_id in ids if row_id is not None]
+        try:
+            outcomes, ready = await self._store_batch(row_ids, now)
+        except Exception:
+            # The batch's one transaction failed and was rolled back whole: each row alone,
+            # so one bad row fails only itself.
+            log.warning("a batch of %d %s rows failed; sending them one by one", len(ids), channel)
+            await self._send_each(channel, row_ids, now, report)
+            return
+        outcomes.update(await self._publish_batch(ready, now))
+        for outcome in outcomes.values():
+            report.count(outcome, channel)
+            metrics.SCHEDULED.labels(channel, outcome).inc()
+
+    async def _store_batch(
+        self, row_ids: list[int], now: datetime
+    ) -> tuple[dict[int, str], list[Ready]]:
+        """Render and store claimed rows in one transaction: the outcome of each row closed
+        here (as `_send_one`'s), and the messages to publish."""
+        outcomes: dict[int, str] = {}
+        ready: list[Ready] = []
+        async with transaction(self.sessions) as session:
+            rows = await scheduled.still_mine_many(session, row_ids, self.worker)
+            # The cards in one query: `live_client` then finds them in the session.
+            client_ids = {row.client_id for row in rows.values()}
+            if client_ids:
+                await session.exec(select(Client).where(col(Client.id).in_(client_ids)))
+            for row_id in row_ids:
+                row = rows.get(row_id)
+                if row is None:
+                    outcomes[row_id] = "cancelled"
+                    continue
+                if row.attempts > scheduled.MAX_ATTEMPTS:
+                    scheduled.close(session, row, "failed", now=now, error=_gave_up(row))
+                    outcomes[row_id] = "failed"
+                    continue
+                stored = await self._stored_or_store(session, row, now)
+                if stored is None:
+                    outcomes[row_id] = "skipped"
+                    continue
+                ready.append((row_id, *stored))
+        return outcomes, ready
+
+    async def _publish_batch(self, ready: list[Ready], now: datetime) -> dict[int, str]:
+        """Publish stored messages at once (the bus's group commit shares the pipelines) and
+        mark their rows sent in one statement."""
+        published = await asyncio.gather(
+            *(
+                self._publish(message, conversation, quick)
+                for _, message, conversation, quick in ready
+            ),
+            return_exceptions=True,
+        )
+        sent: list[int] = []
+        for (row_id, *_), result in zip(ready, published, strict=True):
+            if isinstance(result, BaseException):
+                # Left `sending`: claimed again when the lease runs out, and published then.
+                log.error("publishing scheduled message %s failed: %s", row_id, result)
+            else:
+                sent.append(row_id)
+        try:
+            if sent:
+                async with transaction(self.sessions) as session:
+                    await scheduled.mark_sent_many(session, sent, self.worker, now=now)
+        except Exception:
+            # Published already: left `sending`, claimed again when the lease runs out and
+            # published again, which the dispatcher sends once (docs/pipeline.md).
+            log.exception("marking %d scheduled messages sent failed", len(sent))
+            return {}
+        return dict.fromkeys(sent, "sent")
+
+    async def _stored_or_store(
+        self, session: Any, row: ScheduledMessage, now: datetime
+    ) -> tuple[Message, Conversation, list[str]] | None:
+        if row.message_id is None:
+            return await self._store(session, row, now)
+        # Stored by an earlier attempt that died before publishing: publish again.
+        message = (
+            await session.exec(select(Message).where(Message.public_id == row.message_id))
+        ).one()
+        conversation = await session.get(Conversation, message.conversation_id)
+        assert conversation is not None
+        return message, conversation, list(row.payload.get("quick_replies", []))
+
+    async def _publish(
+        self, message: Message, conversation: Conversation, quick: list[str]
+    ) -> None:
+        outbound = outbound_of(message, conversation)
+        outbound.quick_replies = [QuickReply(text=q[:64]) for q in quick]
+        await self.bus.publish_outbound(outbound)
+        await self.bus.publish_event(**message_event(message, conversation))
+
+    async def _send_each(
+        self, channel: str, row_ids: list[int], now: datetime, report: TickReport
+    ) -> None:
         # Rows are independent: several at once (the rate was paid for above). SQLite takes
         # one writer at a time, so there they go one by one rather than queue on its lock.
         gate = asyncio.Semaphore(self.config.concurrency)
@@ -285,7 +391,7 @@ class Scheduler:
             report.count(outcome, channel)
             metrics.SCHEDULED.labels(channel, outcome).inc()
 
-        await asyncio.gather(*(send(row_id) for row_id in ids if row_id is not None))
+        await asyncio.gather(*(send(row_id) for row_id in row_ids))
 
     async def _send_one(self, row_id: int, now: datetime) -> str:
         """Render and queue one claimed row; "sent", "skipped" or "cancelled"."""
@@ -297,23 +403,10 @@ class Scheduler:
                 # Claimed again and again (a process keeps dying on it): give up, say why.
                 scheduled.close(session, row, "failed", now=now, error=_gave_up(row))
                 return "failed"
-            if row.message_id is not None:
-                # Stored by an earlier attempt that died before publishing: publish again.
-                message = (
-                    await session.exec(select(Message).where(Message.public_id == row.message_id))
-                ).one()
-                conversation = await session.get(Conversation, message.conversation_id)
-                quick: list[str] = list(row.payload.get("quick_replies", []))
-            else:
-                stored = await self._store(session, row, now)
-                if stored is None:
-                    return "skipped"
-                message, conversation, quick = stored
-        assert conversation is not None
-        outbound = outbound_of(message, conversation)
-        outbound.quick_replies = [QuickReply(text=q[:64]) for q in quick]
-        await self.bus.publish_outbound(outbound)
-        await self.bus.publish_event(**message_event(message, conversation))
+            stored = await self._stored_or_store(session, row, now)
+            if stored is None:
+                return "skipped"
+        await self._publish(*stored)
         async with transaction(self.sessions) as session:
             await scheduled.mark_sent(session, row_id, self.worker, now=now)
         return "sent"

@@ -36,6 +36,10 @@ reclaimed and replayed from hub:dead):
       carries the message as in (b).
 - A message sent whose answer could not be stored (the database away) is kept in memory and
   stored when the entry is tried again, without sending it again.
+
+The claims, and the answers stored, of sends under way at the same moment share one
+transaction (`WriteBatch`, a group commit): a claim counts only once that transaction has
+committed, and a shared transaction that fails is tried again claim by claim.
 """
 
 from __future__ import annotations
@@ -50,10 +54,12 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import Channel, PermanentSendError
 from crm_store.conversations import (
@@ -65,7 +71,7 @@ from crm_store.conversations import (
 )
 from crm_store.db import transaction
 from crm_store.identity import mark_unreachable
-from crm_store.models import Conversation
+from crm_store.models import Conversation, Message
 from crm_store.timeutil import as_utc, utcnow
 from hub import metrics
 from hub.messages import DeliveryState, DeliveryStatus, OutboundMessage
@@ -83,6 +89,9 @@ CLAIM_LEASE_S = 30.0
 CLAIM_POLL_S = 1.0
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], datetime]
+T = TypeVar("T")
+# One unit of work for a WriteBatch: its statements, in the session of the shared transaction.
+Unit = Callable[[AsyncSession], Awaitable[T]]
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,85 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(cap, base·2^attempt)]."""
         return rng.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+class WriteBatch:
+    """Group commit for the database: units of work submitted while a transaction is under
+    way go together in the next one, so a burst of sends costs one commit (and on SQLite one
+    turn at the write lock) instead of one each.
+
+    Each caller still gets its own unit's result, and only after the commit. When the shared
+    transaction fails, each unit of it is run again alone in a transaction of its own, so one
+    bad unit fails only its own caller (and a database outage fails each, as before). A unit
+    must therefore only touch the database: it may run twice, the first time rolled back.
+    No timer: the first caller to find no flush running starts one; one caller alone is
+    written at once.
+    """
+
+    def __init__(self, sessions: async_sessionmaker, *, max_batch: int = 200) -> None:
+        self.sessions = sessions
+        self.max_batch = max_batch
+        self._pending: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._undo: dict[int, Callable[[Any], Unit[Any]]] = {}
+
+    async def run(self, unit: Unit[T], *, undo: Callable[[T], Unit[Any]] | None = None) -> T:
+        """The unit's result once committed. `undo` makes the unit's work void again when its
+        caller was cancelled after the unit ran (the commit no longer reaches anyone): a claim
+        nobody will use must not wait out its lease."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._pending.append((unit, done))
+        if undo is not None:
+            self._undo[id(done)] = undo
+        flusher = self._flusher
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
+            self._flusher = loop.create_task(self._flush(), name="db-group-commit")
+        return await done
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            try:
+                results = await self._together(batch)
+            except asyncio.CancelledError:
+                # The loop is going away: nobody may be left waiting on a future.
+                for _, done in batch + self._pending:
+                    done.cancel()
+                self._pending.clear()
+                self._undo.clear()
+                raise
+            for (_, done), result in zip(batch, results, strict=True):
+                undo = self._undo.pop(id(done), None)
+                if done.done():  # its caller was cancelled meanwhile
+                    if undo is not None and not isinstance(result, BaseException):
+                        await self._together([(undo(result), done)])
+                    continue
+                if isinstance(result, BaseException):
+                    done.set_exception(result)
+                else:
+                    done.set_result(result)
+
+    async def _together(self, batch: list[tuple[Unit[Any], asyncio.Future[Any]]]) -> list[Any]:
+        if len(batch) > 1:
+            try:
+                async with transaction(self.sessions) as session:
+                    return [await unit(session) for unit, _ in batch]
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                pass  # rolled back: each unit again, alone
+        results: list[Any] = []
+        for unit, _ in batch:
+            try:
+                async with transaction(self.sessions) as session:
+                    results.append(await unit(session))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                results.append(exc)
+        return results
 
 
 class ClaimHeld(Exception):
@@ -144,6 +232,8 @@ class Dispatcher:
         self.worker = (
             worker or f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
         )[:70]
+        # Claims and answers of the sends under way at once share a transaction.
+        self.writes = WriteBatch(sessions)
         # Sent, but the answer is not stored yet (the database away): stored on the next try.
         self._unstored: dict[str, tuple[DeliveryStatus, int]] = {}
 
@@ -195,12 +285,23 @@ class Dispatcher:
         started = self.clock()
         while True:
             now = self.clock()
-            async with transaction(self.sessions) as session:
-                if await claim_outbound(
+            claimed = await self.writes.run(
+                lambda session, now=now: claim_outbound(  # type: ignore[misc]
                     session, msg.id, owner=owner, now=now, until=now + self.claim_lease
-                ):
-                    return Claim(msg.id, owner)
-                # Not ours: why (in the same transaction, which is all but over).
+                ),
+                undo=lambda claimed, now=now: (
+                    lambda session: (  # type: ignore[misc]
+                        release_claim(session, msg.id, owner=owner, now=now)
+                        if claimed
+                        else asyncio.sleep(0)
+                    )
+                ),
+            )
+            if claimed:
+                return Claim(msg.id, owner)
+            # Not ours: why (a read after the claim's commit; a change between the two is
+            # what the loop below is for).
+            async with self.sessions() as session:
                 stored = await message_by_public_id(session, msg.id)
             if stored is None:
                 return Claim(msg.id, None)
@@ -342,8 +443,10 @@ class Dispatcher:
         metrics.MESSAGES_OUT.labels(msg.channel, status.status.value).inc()
 
     async def record(self, status: DeliveryStatus, attempts: int | None = None) -> None:
-        """Store a status: the answer to a send, or a provider's later receipt."""
-        async with transaction(self.sessions) as session:
+        """Store a status: the answer to a send, or a provider's later receipt (those stored
+        at the same moment share one transaction)."""
+
+        async def unit(session: AsyncSession) -> tuple[Message | None, Conversation | None]:
             message = await set_delivery(
                 session,
                 public_id=status.outbound_id,
@@ -366,6 +469,9 @@ class Dispatcher:
                     reason=status.error or "unreachable",
                     at=status.at,
                 )
+            return message, conversation
+
+        message, conversation = await self.writes.run(unit)
         if message is None:
             log.info("a %s receipt for an unknown message was ignored", status.channel)
             return
