@@ -229,27 +229,31 @@ async def _insert(
         records.append(InboundRecord(message, conversation, client, duplicate=False))
         touched_conversations.add(conversation.id)  # type: ignore[arg-type]
         touched_clients.add(client.id)  # type: ignore[arg-type]
-    if touched_conversations:
-        await session.exec(  # type: ignore[call-overload]
-            update(Conversation)
-            .where(col(Conversation.id).in_(touched_conversations))
-            .values(
-                last_message_at=now,
-                first_inbound_at=func.coalesce(col(Conversation.first_inbound_at), now),
-            )
-            .execution_options(synchronize_session=False)
-        )
-    if touched_clients:
-        await session.exec(  # type: ignore[call-overload]
-            update(Client)
-            .where(col(Client.id).in_(touched_clients))
-            .values(
-                last_contact_at=now,
-                first_contact_at=func.coalesce(col(Client.first_contact_at), now),
-            )
-            .execution_options(synchronize_session=False)
-        )
+    await _touch(
+        session, Conversation, touched_conversations, "first_inbound_at", now, last_message_at=now
+    )
+    await _touch(session, Client, touched_clients, "first_contact_at", now, last_contact_at=now)
     return records
+
+
+async def _touch(
+    session: AsyncSession,
+    model: type[Conversation] | type[Client],
+    ids: set[int],
+    first: str,
+    now: datetime,
+    **last: datetime,
+) -> None:
+    """One UPDATE for the rows a batch wrote to: `last` set, `first` set only where empty."""
+    if not ids:
+        return
+    column = getattr(model, first)
+    await session.exec(  # type: ignore[call-overload]
+        update(model)
+        .where(col(model.id).in_(ids))
+        .values(**last, **{first: func.coalesce(col(column), now)})
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _message_row(
