@@ -7,7 +7,9 @@ so two dispatchers holding entries of one message never both send it (hub/pipeli
 
 from __future__ import annotations
 
+import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -159,6 +161,25 @@ async def _place(
 
 # An echo that comes back before the send's own answer was stored is recognised by its text.
 ECHO_WINDOW = timedelta(minutes=2)
+# What a channel without buttons adds to a reply: its choices as "1) …" lines, links on lines
+# of their own (channels/instagram_private.py).
+_RENDERED_LINE = re.compile(r"^\s*(\d{1,2}\)\s.*|https?://\S+)\s*$")
+
+
+def is_echo_of(echo: str, recent: Sequence[str | None]) -> bool:
+    """Whether the account's own message is one of the hub's recent replies as the channel
+    rendered it. A long reply goes out in parts, each echoed with an id of its own, and the
+    last part carries the choices and links the channel appended: what is left of a part once
+    those lines are set aside is part of a reply."""
+    texts = [text for text in recent if text]
+    own = echo.strip()
+    if own and any(own in text for text in texts):
+        return True
+    lines = [line for line in own.splitlines() if not _RENDERED_LINE.match(line)]
+    rest = "\n".join(lines).strip()
+    if not rest:
+        return bool(own) and bool(texts)
+    return any(rest in text for text in texts)
 
 
 async def record_own(
@@ -184,8 +205,7 @@ async def record_own(
             )
         )
     ).all()
-    # A long reply goes out in parts, each echoed with an id of its own: a part is ours too.
-    if data.text.strip() and any(data.text.strip() in (text or "") for text in recent):
+    if recent and is_echo_of(data.text, recent):
         return None
     message = Message(
         public_id=data.public_id or uuid.uuid4().hex,
@@ -331,8 +351,13 @@ async def set_delivery(
     attempts: int | None = None,
     segments: int | None = None,
     now: datetime | None = None,
+    displace_copies: bool = False,
 ) -> Message | None:
-    """Move an outbound message forward, found by our id or by the provider's."""
+    """Move an outbound message forward, found by our id or by the provider's.
+
+    `displace_copies`: another outbound row already holds the provider's id (the echo of this
+    very send, stored as a message written in the provider's app because it outran the send's
+    answer): that copy is dropped so the send keeps its one row."""
     if public_id is not None:
         message = await message_by_public_id(session, public_id)
     elif channel is not None and provider_message_id is not None:
@@ -348,6 +373,8 @@ async def set_delivery(
     message.status = status
     message.status_at = now or utcnow()
     if provider_message_id:
+        if displace_copies:
+            await _drop_copies(session, message, provider_message_id)
         message.provider_message_id = provider_message_id
     if error is not None:
         message.error = error[:2000]
@@ -358,6 +385,24 @@ async def set_delivery(
         message.claimed_until = None
     await session.flush()
     return message
+
+
+async def _drop_copies(session: AsyncSession, message: Message, provider_message_id: str) -> None:
+    copies = (
+        await session.exec(
+            select(Message).where(
+                Message.channel == message.channel,
+                Message.inbox == message.inbox,
+                Message.direction == "out",
+                Message.provider_message_id == provider_message_id,
+                Message.id != message.id,
+            )
+        )
+    ).all()
+    for copy in copies:
+        await session.delete(copy)
+    if copies:
+        await session.flush()
 
 
 # Claims on a send (hub/pipeline/dispatcher.py). Each is one UPDATE decided by the database:

@@ -9,7 +9,14 @@ from sqlmodel import col, select
 
 from crm_store.models import AuditEntry, ChannelIdentity, Client, Conversation, Message
 from crm_store.staff import staff_by_email
-from hub.messages import Author, ContactHints, DeliveryState, DeliveryStatus, InboundMessage
+from hub.messages import (
+    Attachment,
+    Author,
+    ContactHints,
+    DeliveryState,
+    DeliveryStatus,
+    InboundMessage,
+)
 from hub.pipeline.replies import send_reply
 from tests.support import RunningHub, client_session, eventually, rows, start_hub
 from tests.test_webchat import add_owner
@@ -217,8 +224,11 @@ async def test_a_reply_from_the_providers_app_is_staff_taking_the_chat(settings,
         await hub.bus.publish_inbound(ig("m1", "Hi! What are your prices?"))
         (bot_reply,) = await eventually(outbound)
         assert bot_reply.author == "bot" and bot_reply.provider_message_id is None
-        # The echo of the bot's reply outran the send's answer: known by its text.
+        # The echo of the bot's reply outran the send's answer: known by its text, also as
+        # a channel without buttons renders it (choices and a link on lines of their own).
         await hub.bus.publish_inbound(ig("e1", bot_reply.text, own=True))
+        rendered = f"{bot_reply.text[-30:]}\n1) Book\n2) Prices\nhttps://salon.example/p"
+        await hub.bus.publish_inbound(ig("e0", rendered, own=True))
         # The send's answer came; a later echo is known by its id.
         await hub.dispatcher.record(
             DeliveryStatus(
@@ -240,6 +250,21 @@ async def test_a_reply_from_the_providers_app_is_staff_taking_the_chat(settings,
         assert conversation.status == "human"
         # Everything up to the owner's message is handled in order: nothing else was stored.
         assert [m.provider_message_id for m in await outbound()] == ["e2", "o1"]
+        # A picture's echo has no text to know it by and is stored as the owner's; when the
+        # send's answer then names that id, the send keeps it and the copy goes.
+        photo = Attachment(kind="image", url="https://cdn.example/p9.jpg")
+        await hub.bus.publish_inbound(ig("p9", "", own=True, attachments=[photo]))
+        await eventually(lambda: _count(running, Message, Message.author == "staff", 2))
+        delivered = DeliveryStatus(
+            outbound_id=bot_reply.public_id,
+            status=DeliveryState.delivered,
+            provider_message_id="p9",
+        )
+        await hub.dispatcher.record(delivered)
+        assert [(m.provider_message_id, m.author) for m in await outbound()] == [
+            ("p9", "bot"),
+            ("o1", "staff"),
+        ]
         (card,) = await rows(running, Client, Client.id == conversation.client_id)
         assert (await rows(running, ChannelIdentity, ChannelIdentity.client_id == card.id))[
             0

@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -445,7 +446,28 @@ class Dispatcher:
     async def record(self, status: DeliveryStatus, attempts: int | None = None) -> None:
         """Store a status: the answer to a send, or a provider's later receipt (those stored
         at the same moment share one transaction)."""
+        try:
+            message, conversation = await self.writes.run(self._status_unit(status, attempts))
+        except IntegrityError:
+            # The provider's id is taken by the echo of this send, stored as a message written
+            # in the provider's app: the send is the message, the copy goes.
+            log.warning(
+                "%s: an echo of %s was stored as a copy; dropped",
+                status.channel,
+                status.outbound_id,
+            )
+            unit = self._status_unit(status, attempts, displace_copies=True)
+            message, conversation = await self.writes.run(unit)
+        if message is None:
+            log.info("a %s receipt for an unknown message was ignored", status.channel)
+            return
+        if conversation is not None:
+            await self.bus.publish_event(**message_event(message, conversation))
 
+    @staticmethod
+    def _status_unit(
+        status: DeliveryStatus, attempts: int | None, *, displace_copies: bool = False
+    ) -> Unit[tuple[Message | None, Conversation | None]]:
         async def unit(session: AsyncSession) -> tuple[Message | None, Conversation | None]:
             message = await set_delivery(
                 session,
@@ -456,6 +478,7 @@ class Dispatcher:
                 error=status.error,
                 attempts=attempts,
                 segments=status.segments,
+                displace_copies=displace_copies,
             )
             conversation = (
                 await session.get(Conversation, message.conversation_id) if message else None
@@ -471,12 +494,7 @@ class Dispatcher:
                 )
             return message, conversation
 
-        message, conversation = await self.writes.run(unit)
-        if message is None:
-            log.info("a %s receipt for an unknown message was ignored", status.channel)
-            return
-        if conversation is not None:
-            await self.bus.publish_event(**message_event(message, conversation))
+        return unit
 
 
 def _failed(msg: OutboundMessage, error: str) -> DeliveryStatus:
