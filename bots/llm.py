@@ -39,6 +39,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bots import nlu, reply_guard
 from bots.base import Reply, Turn
+from bots.catalog_cache import CatalogCache
 from bots.llm_writes import (
     ANONYMOUS_CHANNELS,
     CONTACT_KEY,
@@ -259,6 +260,7 @@ class LlmBrain:
         }
         self.last_usage = Usage()
         self.usage_total = Usage()
+        self._catalogues = CatalogCache(self._read_catalogue)
 
     async def respond(self, turn: Turn) -> list[Reply]:
         state = _TurnState(turn, pick_language(turn.language, turn.text), Usage(turns=1))
@@ -772,10 +774,9 @@ class LlmBrain:
 
     async def _prepare(self, state: _TurnState) -> None:
         async with self.sessions() as session:
-            business = await get_business(session, timezone=self.timezone, currency=self.currency)
+            business, state.catalogue = await self._catalogues.get(session)
             stored = await recent_messages(session, state.turn.conversation_id, HISTORY_LIMIT)
             notes = await reminder_notes(session, stored)
-            state.catalogue = await read_catalogue(session)
             client = await session.get(Client, state.turn.client_id)
         given = bool(state.memory and state.memory.state.get(CONTACT_KEY))
         state.has_contact = given or bool(client is not None and client.phone)
@@ -806,6 +807,10 @@ class LlmBrain:
             "language_name": _words(language, "language_name"),
         }
         return fill(system_template(), values)
+
+    async def _read_catalogue(self, session: AsyncSession) -> tuple[Business, Catalogue]:
+        business = await get_business(session, timezone=self.timezone, currency=self.currency)
+        return business, await read_catalogue(session)
 
 
 async def read_catalogue(session: AsyncSession) -> Catalogue:

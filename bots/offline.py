@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,7 +24,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bots import locale_text, morph, nlu, translit
 from bots.base import Reply, Turn
-from bots.state import Memory, recall, remember
+from bots.catalog_cache import CatalogCache
+from bots.state import Memory, memory_of, remember
 from bots.tools import ToolContext, ToolResult, Tools
 from crm_store.business import get_business
 from crm_store.catalog import list_masters, list_services
@@ -53,7 +55,8 @@ WEAK_IDENTITY = frozenset({"webchat", "email"})
 
 @dataclass
 class Catalog:
-    """What the brain needs to understand names; read-only, loaded each turn."""
+    """What the brain needs to understand names; read-only, shared by every turn until the
+    catalogue changes (bots/catalog_cache.py)."""
 
     services: dict[int, dict[str, Any]]
     masters: dict[int, str]
@@ -63,10 +66,17 @@ class Catalog:
     durations: dict[tuple[int, int], int] = field(default_factory=dict)  # (master, service)
 
     def named_services(self) -> list[nlu.Named]:
-        return [nlu.Named(i, s["names"]) for i, s in self.services.items()]
+        return self._named[0]
 
     def named_masters(self) -> list[nlu.Named]:
-        return [nlu.Named(i, (name, *name.split())) for i, name in self.masters.items()]
+        return self._named[1]
+
+    @cached_property
+    def _named(self) -> tuple[list[nlu.Named], list[nlu.Named]]:
+        return (
+            [nlu.Named(i, s["names"]) for i, s in self.services.items()],
+            [nlu.Named(i, (name, *name.split())) for i, name in self.masters.items()],
+        )
 
 
 @dataclass
@@ -105,10 +115,12 @@ class OfflineBrain:
         self.clock = clock
         self.timezone = timezone
         self.currency = currency
+        self._catalogs = CatalogCache(self._catalog)
 
     async def respond(self, turn: Turn) -> list[Reply]:
-        memory = await recall(self.sessions, turn.conversation_id)
-        catalog = await self._catalog()
+        async with self.sessions() as session:
+            memory = await memory_of(session, turn.conversation_id)
+            catalog = await self._catalogs.get(session)
         lang = self._language(turn, memory)
         read = self._latin_reading(turn.text[:MAX_READ], catalog)
         if read is not None:
@@ -1083,11 +1095,10 @@ class OfflineBrain:
             return default  # "ok", "15:30", a button: no reason to switch language
         return nlu.detect_language(turn.text, default=default)
 
-    async def _catalog(self) -> Catalog:
-        async with self.sessions() as session:
-            business = await get_business(session, timezone=self.timezone, currency=self.currency)
-            services = await list_services(session)
-            masters = await list_masters(session)
+    async def _catalog(self, session: AsyncSession) -> Catalog:
+        business = await get_business(session, timezone=self.timezone, currency=self.currency)
+        services = await list_services(session)
+        masters = await list_masters(session)
         offered = {o.service_id for card in masters for o in card.offers}
         return Catalog(
             services={

@@ -23,7 +23,11 @@ class Memory:
 
 async def recall(sessions: async_sessionmaker[AsyncSession], conversation_id: int) -> Memory:
     async with sessions() as session:
-        row = await session.get(BotState, conversation_id)
+        return await memory_of(session, conversation_id)
+
+
+async def memory_of(session: AsyncSession, conversation_id: int) -> Memory:
+    row = await session.get(BotState, conversation_id)
     if row is None:
         return Memory(conversation_id)
     return Memory(conversation_id, dict(row.state or {}), row.failures)

@@ -12,13 +12,27 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from crm_store.models import MasterService, Service, Staff, TimeOff, WorkingHours
+from crm_store.models import (
+    CatalogStamp,
+    MasterService,
+    Service,
+    Staff,
+    TimeOff,
+    WorkingHours,
+)
 from crm_store.staff import add_staff
 from crm_store.timeutil import aware
 
 
 class CatalogError(ValueError):
     pass
+
+
+async def catalog_version(session: AsyncSession) -> int:
+    """A number that moves whenever the catalogue changes (models.CatalogStamp): what was
+    built from the catalogue at one version is still right at the same version."""
+    version = (await session.exec(select(CatalogStamp.version))).first()
+    return int(version or 0)
 
 
 @dataclass(frozen=True)

@@ -209,6 +209,18 @@ class Business(SQLModel, table=True):
     quiet_end_min: int = Field(default=9 * 60)
 
 
+class CatalogStamp(SQLModel, table=True):
+    """One row whose version moves on every write to what the catalogue is made of (the
+    salon, services, masters, their services, hours and time off). Triggers in the database
+    move it (migration 0012), so a change made anywhere, by any process or by hand, is seen:
+    readers that cache the catalogue check this one number instead of re-reading it all."""
+
+    __tablename__ = "catalog_stamp"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+
+
 class Service(SQLModel, table=True):
     __tablename__ = "services"
     __table_args__ = (
