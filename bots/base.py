@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from pydantic import BaseModel, Field
@@ -38,3 +41,20 @@ class SilentResponder:
     async def respond(self, turn: Turn) -> list[Reply]:
         del turn
         return []
+
+
+@dataclass(frozen=True)
+class AppointmentChange:
+    """A change the bot's tools made to one of the client's appointments, once committed."""
+
+    appointment_id: int
+    action: str  # book | reschedule | cancelled | confirmed
+    status: str
+    start: datetime
+    master_id: int
+    client_id: int
+
+
+# Set by whoever runs a turn (hub/pipeline/bot_worker.py) to hear what the turn changed; the
+# tools add to it after each commit, whichever brain called them.
+TURN_CHANGES: ContextVar[list[AppointmentChange] | None] = ContextVar("turn_changes", default=None)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from crm_store.db import transaction
+from crm_store.db import insert_for, transaction
 from crm_store.models import BotState
 from crm_store.timeutil import utcnow
 
@@ -35,13 +35,16 @@ async def memory_of(session: AsyncSession, conversation_id: int) -> Memory:
 
 async def remember(sessions: async_sessionmaker[AsyncSession], memory: Memory) -> None:
     async with transaction(sessions) as session:
-        row = await session.get(BotState, memory.conversation_id)
-        if row is None:
-            row = BotState(conversation_id=memory.conversation_id)
-        row.state = memory.state
-        row.failures = memory.failures
-        row.updated_at = utcnow()
-        session.add(row)
+        statement = insert_for(session)(BotState).values(
+            conversation_id=memory.conversation_id,
+            state=memory.state,
+            failures=memory.failures,
+            updated_at=utcnow(),
+        )
+        kept = {name: statement.excluded[name] for name in ("state", "failures", "updated_at")}
+        await session.exec(  # type: ignore[call-overload]
+            statement.on_conflict_do_update(index_elements=["conversation_id"], set_=kept)
+        )
 
 
 async def forget(sessions: async_sessionmaker[AsyncSession], conversation_id: int) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bots.base import TURN_CHANGES, AppointmentChange
 from crm_store import audit
 from crm_store.appointments import (
     LIVE,
@@ -214,6 +215,20 @@ class _Call:
     rules: Rules
     business: Business
     now: datetime
+    # What the call changed, told to the turn's runner once committed (bots.base.TURN_CHANGES).
+    changes: list[AppointmentChange] = field(default_factory=list)
+
+    def changed(self, appointment: Appointment, action: str) -> None:
+        self.changes.append(
+            AppointmentChange(
+                appointment_id=appointment.id,  # type: ignore[arg-type]
+                action=action,
+                status=appointment.status,
+                start=appointment.start_at,
+                master_id=appointment.master_id,
+                client_id=appointment.client_id,
+            )
+        )
 
 
 class Tools:
@@ -269,7 +284,11 @@ class Tools:
         try:
             async with transaction(self.sessions) as session:
                 call = await self._open(session, ctx)
-                return await impl(args, call)
+                result = await impl(args, call)
+            heard = TURN_CHANGES.get()
+            if heard is not None:
+                heard.extend(call.changes)
+            return result
         except ToolError as exc:
             return ToolResult(False, data=exc.data, error=str(exc))
         except (AppointmentError, ClientError) as exc:
@@ -393,6 +412,7 @@ class Tools:
             )
         except SlotUnavailable as exc:
             raise await self._unavailable(call, exc) from None
+        call.changed(appointment, "book")
         (described,) = await self._described(call, [appointment])
         return ToolResult(
             True,
@@ -417,11 +437,12 @@ class Tools:
             )
         except SlotUnavailable as exc:
             raise await self._unavailable(call, exc) from None
+        call.changed(appointment, "reschedule")
         (described,) = await self._described(call, [appointment])
         return ToolResult(True, {"moved": described, "address": self._address(call)})
 
     async def _cancel(self, args: CancelArgs, call: _Call) -> ToolResult:
-        await self._own(call, args.appointment_id)
+        before = (await self._own(call, args.appointment_id)).status
         appointment = await set_status(
             call.session,
             args.appointment_id,
@@ -430,14 +451,18 @@ class Tools:
             author=BOT,
             reason=args.reason or "cancelled by the client in chat",
         )
+        if appointment.status != before:
+            call.changed(appointment, "cancelled")
         (described,) = await self._described(call, [appointment])
         return ToolResult(True, {"cancelled": described})
 
     async def _confirm(self, args: ConfirmArgs, call: _Call) -> ToolResult:
-        await self._own(call, args.appointment_id)
+        before = (await self._own(call, args.appointment_id)).status
         appointment = await set_status(
             call.session, args.appointment_id, "confirmed", now=call.now, author=BOT
         )
+        if appointment.status != before:
+            call.changed(appointment, "confirmed")
         (described,) = await self._described(call, [appointment])
         return ToolResult(True, {"confirmed": described})
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -90,6 +92,16 @@ async def transaction(
         if session.bind is not None and session.bind.dialect.name == "sqlite":
             await session.connection(execution_options={WRITES: True})
         yield session
+
+
+def insert_for(session: AsyncSession) -> Callable[..., Any]:
+    """The dialect's own INSERT, which knows ON CONFLICT (both dialects spell it alike)."""
+    bind = session.bind
+    return (
+        postgresql.insert
+        if bind is not None and bind.dialect.name == "postgresql"
+        else sqlite.insert
+    )
 
 
 async def pg_execute(admin_url: str, statement: str) -> None:

@@ -21,12 +21,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, func, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from crm_store.contacts import normalize_email, normalize_phone
 from crm_store.conversations import OPEN_STATUSES, InboundData, InboundRecord, record_inbound
+from crm_store.db import insert_for
 from crm_store.identity import card_gaps
 from crm_store.models import ChannelIdentity, Client, Conversation, Message
 from crm_store.timeutil import utcnow
@@ -199,10 +199,8 @@ async def _insert(
         client = known.clients[identity.client_id]
         places.append((conversation, client))
         rows.append(_message_row(data, conversation, client, now))
-    dialect = session.bind.dialect.name  # type: ignore[union-attr]
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = (
-        insert(MESSAGES)
+        insert_for(session)(MESSAGES)
         .values(rows)
         .on_conflict_do_nothing()
         .returning(MESSAGES.c.id, MESSAGES.c.public_id)

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from crm_store.db import insert_for
 from crm_store.models import SCHEDULED_KINDS, Message, ScheduledMessage
 from crm_store.timeutil import as_utc
 
@@ -56,8 +56,7 @@ async def enqueue(session: AsyncSession, rows: Iterable[Planned], *, now: dateti
     values = [_values(row, now) for row in rows]
     if not values:
         return 0
-    dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = insert_for(session)
     table = ScheduledMessage.__table__  # type: ignore[attr-defined]
     created = 0
     # Bounded statements: PostgreSQL allows 32k bind parameters in one.

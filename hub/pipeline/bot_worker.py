@@ -14,8 +14,8 @@ one already read by this worker, so the newest is always in hand and always gets
 
 What the turn did to the client's appointments (a cancellation above all: the time is free
 for someone else) is published as an `appointment` event, so the inbox tells staff at once and
-the calendar redraws. It is read from the audit log, which every change through the bot's
-tools writes, so it holds for either brain and whichever tool did it.
+the calendar redraws. The bot's tools report each change once it is committed
+(bots.base.TURN_CHANGES), so it holds for either brain and whichever tool did it.
 
 The bot speaks only in a private chat. A message from a group (`private: false` on the
 event: a Telegram group kept for staff, an Instagram group thread) is never given to the
@@ -30,12 +30,11 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import func
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel import col, select
 
-from bots.base import Responder, Turn
-from crm_store.models import Appointment, AuditEntry, Client, Conversation
+from bots.base import TURN_CHANGES, AppointmentChange, Responder, Turn
+from crm_store.models import Client, Conversation
 from crm_store.timeutil import iso
 from hub import metrics
 from hub.messages import Author, QuickReply
@@ -133,13 +132,16 @@ class BotWorker:
         self, conversation_id: int, message: dict[str, Any], *, private: bool = True
     ) -> None:
         async with self.sessions() as session:
-            conversation = await session.get(Conversation, conversation_id)
-            if conversation is None or conversation.status != "bot":
-                return  # a human has it, or it waits for one: the bot stays silent
-            client = await session.get(Client, conversation.client_id)
-            # The newest audit entry before the turn: what the turn writes comes after it (its
-            # ids are drawn later, whatever other transactions commit meanwhile).
-            mark = int((await session.exec(select(func.max(AuditEntry.id)))).one() or 0)
+            found = (
+                await session.exec(
+                    select(Conversation, Client)
+                    .join(Client, col(Client.id) == col(Conversation.client_id), isouter=True)
+                    .where(col(Conversation.id) == conversation_id)
+                )
+            ).first()
+        conversation, client = found if found is not None else (None, None)
+        if conversation is None or conversation.status != "bot":
+            return  # a human has it, or it waits for one: the bot stays silent
         if not private:
             await hand_off(self.sessions, self.bus, conversation_id, reason=GROUP_REASON)
             return
@@ -151,9 +153,14 @@ class BotWorker:
             text=message.get("text", ""),
             language=client.language if client else None,
         )
-        with metrics.BOT_TURN_SECONDS.time():
-            replies = await self.responder.respond(turn)
-        await self._announce(turn, mark, client.name if client else None)
+        changes: list[AppointmentChange] = []
+        heard = TURN_CHANGES.set(changes)
+        try:
+            with metrics.BOT_TURN_SECONDS.time():
+                replies = await self.responder.respond(turn)
+        finally:
+            TURN_CHANGES.reset(heard)
+        await self._announce(turn, changes, client.name if client else None)
         for n, reply in enumerate(replies):
             try:
                 await send_reply(
@@ -179,32 +186,21 @@ class BotWorker:
             if handed:
                 metrics.HANDOFFS.inc()
 
-    async def _announce(self, turn: Turn, mark: int, client_name: str | None) -> None:
+    async def _announce(
+        self, turn: Turn, changes: list[AppointmentChange], client_name: str | None
+    ) -> None:
         """An `appointment` event for each change the turn made to the client's appointments."""
-        async with self.sessions() as session:
-            rows = (
-                await session.exec(
-                    select(AuditEntry, Appointment)
-                    .join(Appointment, col(Appointment.id) == col(AuditEntry.entity_id))
-                    .where(
-                        col(AuditEntry.id) > mark,
-                        AuditEntry.actor == "bot",
-                        AuditEntry.entity == "appointment",
-                        col(AuditEntry.action).in_(ANNOUNCED),
-                        Appointment.client_id == turn.client_id,
-                    )
-                    .order_by(col(AuditEntry.id))
-                )
-            ).all()
-        for entry, appointment in rows:
+        for change in changes:
+            if change.action not in ANNOUNCED or change.client_id != turn.client_id:
+                continue
             await self.bus.publish_event(
                 "appointment",
-                appointment_id=appointment.id,
-                action=entry.action,
-                status=appointment.status,
-                start=iso(appointment.start_at),
-                master_id=appointment.master_id,
-                client_id=appointment.client_id,
+                appointment_id=change.appointment_id,
+                action=change.action,
+                status=change.status,
+                start=iso(change.start),
+                master_id=change.master_id,
+                client_id=change.client_id,
                 client_name=client_name,
                 conversation_id=turn.conversation_id,
                 by="client",  # the client, through the bot
