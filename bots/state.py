@@ -3,6 +3,8 @@ the database so a restart mid-dialogue continues where it was."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,16 +37,23 @@ async def memory_of(session: AsyncSession, conversation_id: int) -> Memory:
 
 async def remember(sessions: async_sessionmaker[AsyncSession], memory: Memory) -> None:
     async with transaction(sessions) as session:
-        statement = insert_for(session)(BotState).values(
-            conversation_id=memory.conversation_id,
-            state=memory.state,
-            failures=memory.failures,
-            updated_at=utcnow(),
+        await session.exec(
+            _upsert(insert_for(session)),
+            params={
+                "conversation_id": memory.conversation_id,
+                "state": memory.state,
+                "failures": memory.failures,
+                "updated_at": utcnow(),
+            },
         )
-        kept = {name: statement.excluded[name] for name in ("state", "failures", "updated_at")}
-        await session.exec(  # type: ignore[call-overload]
-            statement.on_conflict_do_update(index_elements=["conversation_id"], set_=kept)
-        )
+
+
+@functools.cache
+def _upsert(insert: Callable[..., Any]) -> Any:
+    # Built once per dialect: a statement made afresh each turn cost more than running it.
+    statement = insert(BotState)
+    kept = {name: statement.excluded[name] for name in ("state", "failures", "updated_at")}
+    return statement.on_conflict_do_update(index_elements=["conversation_id"], set_=kept)
 
 
 async def forget(sessions: async_sessionmaker[AsyncSession], conversation_id: int) -> None:

@@ -359,7 +359,15 @@ async def set_delivery(
     very send, stored as a message written in the provider's app because it outran the send's
     answer): that copy is dropped so the send keeps its one row."""
     if public_id is not None:
-        message = await message_by_public_id(session, public_id)
+        # Its conversation comes along into the session: the caller announces the change.
+        found = (
+            await session.exec(
+                select(Message, Conversation)
+                .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
+                .where(Message.public_id == public_id)
+            )
+        ).first()
+        message = found[0] if found is not None else None
     elif channel is not None and provider_message_id is not None:
         message = await outbound_by_provider_id(session, channel, provider_message_id)
     else:

@@ -38,7 +38,7 @@ from crm_store.timeutil import utcnow
 from hub.brains import build_responder
 from hub.cli.bench.ceilings import redis_ceiling, store_ceiling
 from hub.cli.bench.router_process import bench_roles
-from hub.cli.bench.stats import peak_rss_mib, percentile
+from hub.cli.bench.stats import cpu_seconds, peak_rss_mib, percentile
 from hub.cli.bench.traffic import (
     DelayedModel,
     Deliveries,
@@ -142,7 +142,18 @@ async def run(opts: Options) -> dict[str, Any]:
             )
             await flow(hub, warm, deliveries, rate=0, timeout_s=opts.timeout_s)
             msgs = synthetic_messages(opts.messages, opts.clients)
+            pids = {"hub": os.getpid()} | {
+                f"{'+'.join(sorted(roles))} {n}": p.pid
+                for n, (roles, p, _) in enumerate(workers, 1)
+            }
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
             figures = await flow(hub, msgs, deliveries, rate=opts.rate, timeout_s=opts.timeout_s)
+            # Per process, what the measured messages cost it; PostgreSQL's and Redis's own
+            # processes are not counted.
+            figures["cpu_ms_per_message"] = {
+                name: round((cpu_seconds(pid) - cpu_before[name]) * 1000 / len(msgs), 2)
+                for name, pid in pids.items()
+            }
             latency = figures.pop("_latency")
             figures["memory_mib"] = {
                 "hub_peak": round(peak_rss_mib(), 1),
@@ -385,6 +396,10 @@ def report(figures: dict[str, Any]) -> str:
             else ""
         ),
     ]
+    lines.append(
+        "CPU per message: "
+        + ", ".join(f"{name} {ms} ms" for name, ms in figures["cpu_ms_per_message"].items())
+    )
     if "ceilings" in figures:
         r, s = figures["ceilings"]["redis"], figures["ceilings"]["store"]
         lines += [
