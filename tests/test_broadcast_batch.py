@@ -16,7 +16,7 @@ from crm_store import scheduled
 from crm_store.db import transaction
 from crm_store.models import Client, ScheduledMessage
 from crm_store.scheduled import Planned
-from hub.pipeline.dispatcher import WriteBatch
+from hub.pipeline.write_batch import WriteBatch
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)

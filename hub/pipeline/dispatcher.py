@@ -54,7 +54,6 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
@@ -79,6 +78,7 @@ from hub.messages import DeliveryState, DeliveryStatus, OutboundMessage
 from hub.pipeline.bus import Bus, Entry, PermanentError, outbound_stream
 from hub.pipeline.consumer import StreamConsumer
 from hub.pipeline.events import message_event
+from hub.pipeline.write_batch import Unit, WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,6 @@ CLAIM_LEASE_S = 30.0
 CLAIM_POLL_S = 1.0
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], datetime]
-T = TypeVar("T")
-# One unit of work for a WriteBatch: its statements, in the session of the shared transaction.
-Unit = Callable[[AsyncSession], Awaitable[T]]
 
 
 @dataclass(frozen=True)
@@ -104,85 +101,6 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(cap, base·2^attempt)]."""
         return rng.uniform(0, min(self.cap, self.base * 2**attempt))
-
-
-class WriteBatch:
-    """Group commit for the database: units of work submitted while a transaction is under
-    way go together in the next one, so a burst of sends costs one commit (and on SQLite one
-    turn at the write lock) instead of one each.
-
-    Each caller still gets its own unit's result, and only after the commit. When the shared
-    transaction fails, each unit of it is run again alone in a transaction of its own, so one
-    bad unit fails only its own caller (and a database outage fails each, as before). A unit
-    must therefore only touch the database: it may run twice, the first time rolled back.
-    No timer: the first caller to find no flush running starts one; one caller alone is
-    written at once.
-    """
-
-    def __init__(self, sessions: async_sessionmaker, *, max_batch: int = 200) -> None:
-        self.sessions = sessions
-        self.max_batch = max_batch
-        self._pending: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._undo: dict[int, Callable[[Any], Unit[Any]]] = {}
-
-    async def run(self, unit: Unit[T], *, undo: Callable[[T], Unit[Any]] | None = None) -> T:
-        """The unit's result once committed. `undo` makes the unit's work void again when its
-        caller was cancelled after the unit ran (the commit no longer reaches anyone): a claim
-        nobody will use must not wait out its lease."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[T] = loop.create_future()
-        self._pending.append((unit, done))
-        if undo is not None:
-            self._undo[id(done)] = undo
-        flusher = self._flusher
-        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
-            self._flusher = loop.create_task(self._flush(), name="db-group-commit")
-        return await done
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            try:
-                results = await self._together(batch)
-            except asyncio.CancelledError:
-                # The loop is going away: nobody may be left waiting on a future.
-                for _, done in batch + self._pending:
-                    done.cancel()
-                self._pending.clear()
-                self._undo.clear()
-                raise
-            for (_, done), result in zip(batch, results, strict=True):
-                undo = self._undo.pop(id(done), None)
-                if done.done():  # its caller was cancelled meanwhile
-                    if undo is not None and not isinstance(result, BaseException):
-                        await self._together([(undo(result), done)])
-                    continue
-                if isinstance(result, BaseException):
-                    done.set_exception(result)
-                else:
-                    done.set_result(result)
-
-    async def _together(self, batch: list[tuple[Unit[Any], asyncio.Future[Any]]]) -> list[Any]:
-        if len(batch) > 1:
-            try:
-                async with transaction(self.sessions) as session:
-                    return [await unit(session) for unit, _ in batch]
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                pass  # rolled back: each unit again, alone
-        results: list[Any] = []
-        for unit, _ in batch:
-            try:
-                async with transaction(self.sessions) as session:
-                    results.append(await unit(session))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                results.append(exc)
-        return results
 
 
 class ClaimHeld(Exception):
