@@ -25,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bots import locale_text, morph, nlu, translit
 from bots.base import Reply, Turn
 from bots.catalog_cache import CatalogCache
-from bots.state import Memory, memory_of, remember
+from bots.state import Memory, recall_in, remember
 from bots.tools import ToolContext, ToolResult, Tools
 from crm_store.business import get_business
 from crm_store.catalog import list_masters, list_services
@@ -119,7 +119,7 @@ class OfflineBrain:
 
     async def respond(self, turn: Turn) -> list[Reply]:
         async with self.sessions() as session:
-            memory = await memory_of(session, turn.conversation_id)
+            memory = await recall_in(session, turn.conversation_id)
             catalog = await self._catalogs.get(session)
         lang = self._language(turn, memory)
         read = self._latin_reading(turn.text[:MAX_READ], catalog)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, insert, or_, update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -298,7 +298,55 @@ async def record_outbound(
 ) -> Message:
     """A reply about to leave: stored `queued` before it is put on the outbound stream."""
     now = now or utcnow()
-    message = Message(
+    message = outbound_row(
+        conversation,
+        text=text,
+        author=author,
+        outbound_key=outbound_key,
+        public_id=public_id,
+        staff_id=staff_id,
+        attachments=attachments,
+        now=now,
+    )
+    session.add(message)
+    await session.flush()
+    return message
+
+
+async def insert_messages(session: AsyncSession, messages: Sequence[Message]) -> None:
+    """New messages in one INSERT on either database (the ORM writes SQLite's one by one);
+    each gets its id. They are not added to the session: treat them as read-only."""
+    if not messages:
+        return
+    table = Message.__table__  # type: ignore[attr-defined]
+    columns = [c.name for c in table.columns if c.name != "id"]
+    rows = [{name: getattr(m, name) for name in columns} for m in messages]
+    returned = await session.exec(  # type: ignore[call-overload]
+        insert(table).values(rows).returning(table.c.id, table.c.public_id)
+    )
+    # Multi-row RETURNING promises no order: rows are matched by their public id.
+    ids = dict((public_id, id_) for id_, public_id in returned.all())
+    for message in messages:
+        message.id = ids[message.public_id]
+
+
+def outbound_row(
+    conversation: Conversation,
+    *,
+    text: str,
+    author: str,
+    outbound_key: str,
+    public_id: str,
+    now: datetime,
+    staff_id: int | None = None,
+    attachments: list[dict[str, Any]] | None = None,
+) -> Message:
+    """The row of a reply (`queued`), and the conversation told of it; the caller adds it to
+    its session (several replies go in one INSERT when flushed together)."""
+    conversation.last_message_at = now
+    if author in ("staff", "bot") and conversation.first_response_at is None:
+        conversation.first_response_at = now
+    return Message(
         public_id=public_id,
         conversation_id=conversation.id,  # type: ignore[arg-type]
         client_id=conversation.client_id,
@@ -314,12 +362,6 @@ async def record_outbound(
         created_at=now,
         status_at=now,
     )
-    session.add(message)
-    conversation.last_message_at = now
-    if author in ("staff", "bot") and conversation.first_response_at is None:
-        conversation.first_response_at = now
-    await session.flush()
-    return message
 
 
 async def message_by_public_id(session: AsyncSession, public_id: str) -> Message | None:

@@ -31,17 +31,17 @@ import logging
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import col, select
 
-from bots.base import TURN_CHANGES, AppointmentChange, Responder, Turn
-from crm_store.models import Client, Conversation
+from bots.base import TURN_CHANGES, AppointmentChange, Reply, Responder, Turn
+from bots.state import TURN_MEMORY, Memory, MemorySlot, remember
 from crm_store.timeutil import iso
 from hub import metrics
 from hub.messages import Author, QuickReply
 from hub.pipeline.bus import EVENTS_STREAM, Bus, Entry, PermanentError
 from hub.pipeline.consumer import StreamConsumer
 from hub.pipeline.handoff import hand_off
-from hub.pipeline.replies import BotSilenced, send_reply
+from hub.pipeline.replies import BotSilenced, publish_queued, send_reply
+from hub.pipeline.turn_store import TurnEnd, TurnStore, reply_key
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class BotWorker:
         self.sessions = sessions
         self.responder = responder
         self._turns = asyncio.Semaphore(max_turns)
+        self.store = TurnStore(sessions)
         # Per conversation, the stream id of the newest event read that the bot will answer.
         self._newest: dict[int, str] = {}
 
@@ -131,50 +132,48 @@ class BotWorker:
     async def _turn(
         self, conversation_id: int, message: dict[str, Any], *, private: bool = True
     ) -> None:
-        async with self.sessions() as session:
-            found = (
-                await session.exec(
-                    select(Conversation, Client)
-                    .join(Client, col(Client.id) == col(Conversation.client_id), isouter=True)
-                    .where(col(Conversation.id) == conversation_id)
-                )
-            ).first()
-        conversation, client = found if found is not None else (None, None)
-        if conversation is None or conversation.status != "bot":
+        start = await self.store.start(conversation_id)
+        if start is None or start.conversation.status != "bot":
             return  # a human has it, or it waits for one: the bot stays silent
+        conversation, client = start.conversation, start.client
         if not private:
             await hand_off(self.sessions, self.bus, conversation_id, reason=GROUP_REASON)
             return
         turn = Turn(
-            conversation_id=conversation.id,  # type: ignore[arg-type]
+            conversation_id=conversation_id,
             client_id=conversation.client_id,
             channel=conversation.channel,
             message_id=message["id"],
             text=message.get("text", ""),
             language=client.language if client else None,
         )
+        # The brain's memory comes from the store's read and goes back with the replies.
+        memory = MemorySlot(start.memory)
         changes: list[AppointmentChange] = []
-        heard = TURN_CHANGES.set(changes)
+        heard, held = TURN_CHANGES.set(changes), TURN_MEMORY.set(memory)
         try:
             with metrics.BOT_TURN_SECONDS.time():
                 replies = await self.responder.respond(turn)
         finally:
             TURN_CHANGES.reset(heard)
+            TURN_MEMORY.reset(held)
         await self._announce(turn, changes, client.name if client else None)
-        for n, reply in enumerate(replies):
-            try:
-                await send_reply(
-                    self.sessions,
-                    self.bus,
-                    conversation_id=turn.conversation_id,
-                    text=reply.text,
-                    author=Author.bot,
-                    idempotency_key=f"bot:{turn.message_id}:{n}",
-                    quick_replies=[QuickReply(text=q[:64]) for q in reply.quick_replies],
-                )
-            except BotSilenced:
-                log.info("conversation %s was taken over mid-turn", turn.conversation_id)
+        try:
+            queued = await self.store.finish(
+                TurnEnd(conversation_id, turn.message_id, replies, memory.kept)
+            )
+        except BotSilenced:
+            log.info("conversation %s was taken over mid-turn", conversation_id)
+            return
+        except Exception as exc:
+            # A redelivered turn whose replies are stored already, or a failure of the
+            # store: the old way, a write at a time, where stored replies are found by key.
+            log.info("conversation %s: the turn is written alone (%s)", conversation_id, exc)
+            if not await self._write_alone(turn, replies, memory.kept):
                 return
+        else:
+            for one in queued:
+                await publish_queued(self.bus, one)
         handoff = next((r for r in replies if r.handoff), None)
         if handoff is not None:
             handed = await hand_off(
@@ -185,6 +184,26 @@ class BotWorker:
             )
             if handed:
                 metrics.HANDOFFS.inc()
+
+    async def _write_alone(self, turn: Turn, replies: list[Reply], memory: Memory | None) -> bool:
+        """False when staff took the chat meanwhile."""
+        if memory is not None:
+            await remember(self.sessions, memory)
+        for n, reply in enumerate(replies):
+            try:
+                await send_reply(
+                    self.sessions,
+                    self.bus,
+                    conversation_id=turn.conversation_id,
+                    text=reply.text,
+                    author=Author.bot,
+                    idempotency_key=reply_key(turn.message_id, n),
+                    quick_replies=[QuickReply(text=q[:64]) for q in reply.quick_replies],
+                )
+            except BotSilenced:
+                log.info("conversation %s was taken over mid-turn", turn.conversation_id)
+                return False
+        return True
 
     async def _announce(
         self, turn: Turn, changes: list[AppointmentChange], client_name: str | None

@@ -98,9 +98,15 @@ async def send_reply(
     outbound = outbound_of(message, conversation)
     if quick_replies:
         outbound.quick_replies = quick_replies
+    queued = Queued(message, conversation, outbound, created)
+    await publish_queued(bus, queued)
+    return queued
+
+
+async def publish_queued(bus: Bus, queued: Queued) -> None:
+    """A stored reply onto the outbound stream, and its event for the inbox."""
     # A retried call puts it on the stream again while it may still need a carrier (queued,
     # or sending under a claim whose dispatcher may die); the claim sends it once.
-    if created or message.status in UNSENT:
-        await bus.publish_outbound(outbound)
-    await bus.publish_event(**message_event(message, conversation))
-    return Queued(message, conversation, outbound, created)
+    if queued.created or queued.message.status in UNSENT:
+        await bus.publish_outbound(queued.outbound)
+    await bus.publish_event(**message_event(queued.message, queued.conversation))
