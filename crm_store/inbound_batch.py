@@ -24,6 +24,7 @@ from sqlalchemy import Table, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from crm_store import audit
 from crm_store.contacts import normalize_email, normalize_phone
 from crm_store.conversations import OPEN_STATUSES, InboundData, InboundRecord, record_inbound
 from crm_store.db import insert_for
@@ -73,6 +74,7 @@ async def record_inbound_batch(
         else:
             first[key] = i
     fresh = sorted(first.values())
+    opened = await _open_places(session, batch, fresh, known, now)
     slow_chats = {_chat(batch[i]) for i in fresh if not _simple(batch[i], known, region)}
 
     # Chats that need the card resolved go the one-by-one way first; the rest touch other
@@ -86,12 +88,125 @@ async def record_inbound_batch(
             simple, await _insert(session, batch, simple, known, now), strict=True
         ):
             records[i] = record
+    for i in fresh:  # the first message of a card or conversation made above says so
+        record = records[i]
+        assert record is not None
+        record.new_client = record.new_client or record.client.id in opened.clients
+        record.new_conversation = (
+            record.new_conversation or record.conversation.id in opened.conversations
+        )
+        opened.clients.discard(record.client.id)  # type: ignore[arg-type]
+        opened.conversations.discard(record.conversation.id)  # type: ignore[arg-type]
     for i, original in copies.items():
         record = records[original]
         assert record is not None
         records[i] = InboundRecord(record.message, record.conversation, record.client, True)
     assert all(r is not None for r in records)
     return records  # type: ignore[return-value]
+
+
+@dataclass
+class _Opened:
+    clients: set[int]
+    conversations: set[int]
+
+
+async def _open_places(
+    session: AsyncSession,
+    batch: Sequence[InboundData],
+    fresh: list[int],
+    known: _Known,
+    now: datetime,
+) -> _Opened:
+    """People writing for the first time, and known people whose chat has no open
+    conversation: their cards, identities and conversations are made together (an INSERT a
+    table) and added to `known`, so that their messages take the bulk way too. A newcomer who
+    gives a phone or an email may already have a card under it: found one by one instead."""
+    people: dict[tuple[str, str, str], InboundData] = {}
+    chats: dict[ChatKey, tuple[str, str, str]] = {}
+    for i in fresh:
+        data = batch[i]
+        chat = _chat(data)
+        if not data.private or chat in known.conversations or chat in chats:
+            continue
+        sender = (data.channel, data.inbox, data.sender_id)
+        identity = known.identities.get(sender)
+        if identity is None:
+            if data.hints.phone or data.hints.email:
+                continue
+            people.setdefault(sender, data)
+        elif identity.unreachable_at is not None or _merged(known, identity.client_id):
+            continue
+        chats[chat] = sender
+    if not chats:
+        return _Opened(set(), set())
+    cards = {sender: _new_card(data, now) for sender, data in people.items()}
+    session.add_all(cards.values())
+    await session.flush()
+    for sender, client in cards.items():
+        hints = people[sender].hints
+        audit.record(
+            session,
+            actor="system",
+            entity="client",
+            entity_id=client.id,  # type: ignore[arg-type]
+            action="created",
+            changes={
+                "name": client.name,
+                "phone": None,
+                "email": None,
+                "source": sender[0],
+                "source_ref": hints.source,
+            },
+        )
+        identity = ChannelIdentity(
+            client_id=client.id,  # type: ignore[arg-type]
+            channel=sender[0],
+            inbox=sender[1],
+            external_id=sender[2],
+            username=hints.username,
+            display_name=hints.display_name,
+        )
+        session.add(identity)
+        known.identities[sender] = identity
+        known.clients[client.id] = client  # type: ignore[index]
+    conversations = []
+    for (channel, inbox, chat_id), sender in chats.items():
+        conversation = Conversation(
+            client_id=known.identities[sender].client_id,
+            channel=channel,
+            inbox=inbox,
+            chat_id=chat_id,
+            status="bot",
+            opened_at=now,
+            private=True,
+        )
+        session.add(conversation)
+        conversations.append(conversation)
+        known.conversations[(channel, inbox, chat_id)] = conversation
+    await session.flush()
+    return _Opened(
+        {c.id for c in cards.values()},  # type: ignore[misc]
+        {c.id for c in conversations},  # type: ignore[misc]
+    )
+
+
+def _new_card(data: InboundData, now: datetime) -> Client:
+    # As crm_store.identity.resolve_client makes one for a person no card knows.
+    hints = data.hints
+    return Client(
+        name=hints.display_name or hints.username,
+        language=hints.language,
+        source_channel=data.channel,
+        source_ref=hints.source,
+        first_contact_at=now,
+        last_contact_at=now,
+    )
+
+
+def _merged(known: _Known, client_id: int) -> bool:
+    client = known.clients.get(client_id)
+    return client is None or client.merged_into_id is not None
 
 
 def _key(data: InboundData) -> Key:

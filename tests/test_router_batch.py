@@ -260,3 +260,33 @@ async def test_a_poison_entry_in_a_batch_goes_to_dead_alone(sessions, redis) -> 
         "max": None,
         "consumers": [],
     }
+
+
+async def test_newcomers_and_reopened_chats_are_made_together(sessions, redis) -> None:
+    """New people (no phone to look them up by) and a known person whose chat was closed:
+    cards, identities and conversations made in the batch, the messages in one insert."""
+    batched = router(sessions, redis)
+    await batched.handle_batch(entries([inbound("erin", 1)]), refuse)
+    async with sessions() as session:
+        await session.exec(text("UPDATE conversations SET status = 'closed'"))  # type: ignore[call-overload]
+        await session.commit()
+    traffic = [inbound("erin", 2), inbound("fay", 1, contact={"display_name": "Fay"})]
+    traffic += [inbound("gus", 1), inbound("fay", 2), inbound("erin", 3)]
+    await batched.handle_batch(entries(traffic), refuse)
+
+    rows = await stored(sessions)
+    assert rows["conversations"] == [
+        "telegram:erin|bot|True|None|None|None|telegram|False|True|True",
+        "telegram:erin|closed|True|None|None|None|telegram|False|True|True",
+        "telegram:fay|bot|True|Fay|None|None|telegram|False|True|True",
+        "telegram:gus|bot|True|None|None|None|telegram|False|True|True",
+    ]
+    assert rows["audit"] == Counter(
+        {
+            f'client|created|{{"email": null, "name": {name}, "phone": null, "source": '
+            f'"telegram", "source_ref": null}}': n
+            for name, n in (("null", 2), ('"Fay"', 1))
+        }
+    )
+    assert [r[1] for r in rows["messages"]["telegram:fay"]] == ["fay-1", "fay-2"]
+    assert len(rows["identities"]) == 3
