@@ -260,7 +260,7 @@ class LlmBrain:
         }
         self.last_usage = Usage()
         self.usage_total = Usage()
-        self._catalogues = CatalogCache(self._read_catalogue)
+        self._catalogues = CatalogCache(sessions, self._read_catalogue)
 
     async def respond(self, turn: Turn) -> list[Reply]:
         state = _TurnState(turn, pick_language(turn.language, turn.text), Usage(turns=1))
@@ -773,8 +773,8 @@ class LlmBrain:
     # What the model is told ------------------------------------------------------------
 
     async def _prepare(self, state: _TurnState) -> None:
+        business, state.catalogue = await self._catalogues.get()
         async with self.sessions() as session:
-            business, state.catalogue = await self._catalogues.get(session)
             stored = await recent_messages(session, state.turn.conversation_id, HISTORY_LIMIT)
             notes = await reminder_notes(session, stored)
             client = await session.get(Client, state.turn.client_id)

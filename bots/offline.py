@@ -25,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bots import locale_text, morph, nlu, translit
 from bots.base import Reply, Turn
 from bots.catalog_cache import CatalogCache
-from bots.state import Memory, recall_in, remember
+from bots.state import Memory, recall, remember
 from bots.tools import ToolContext, ToolResult, Tools
 from crm_store.business import get_business
 from crm_store.catalog import list_masters, list_services
@@ -115,12 +115,11 @@ class OfflineBrain:
         self.clock = clock
         self.timezone = timezone
         self.currency = currency
-        self._catalogs = CatalogCache(self._catalog)
+        self._catalogs = CatalogCache(sessions, self._catalog)
 
     async def respond(self, turn: Turn) -> list[Reply]:
-        async with self.sessions() as session:
-            memory = await recall_in(session, turn.conversation_id)
-            catalog = await self._catalogs.get(session)
+        memory = await recall(self.sessions, turn.conversation_id)
+        catalog = await self._catalogs.get()
         lang = self._language(turn, memory)
         read = self._latin_reading(turn.text[:MAX_READ], catalog)
         if read is not None:

@@ -4,6 +4,7 @@ hand edit in SQL) is in the very next answer, and an unchanged catalogue costs o
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import pairwise
@@ -12,6 +13,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bots.base import Turn
+from bots.catalog_cache import CatalogCache
 from bots.offline import OfflineBrain
 from bots.tools import Tools
 from crm_store.business import update_business
@@ -112,3 +114,22 @@ async def test_the_bot_answers_from_the_catalogue_as_it_is_now(sessions, db: str
         await set_active(session, salon.olena, False)
     answer = await ask("Скільки коштує манікюр з покриттям?")
     assert "950" not in answer, answer
+
+
+async def test_turns_at_the_same_moment_share_one_look_at_the_version(sessions) -> None:
+    await build_salon(sessions)
+    built: list[int] = []
+
+    async def build(session) -> int:  # type: ignore[no-untyped-def]
+        built.append(await catalog_version(session))
+        return len(built)
+
+    cache = CatalogCache(sessions, build)
+    with statements(sessions.kw["bind"]) as seen:
+        values = await asyncio.gather(*(cache.get() for _ in range(10)))
+    assert values == [1] * 10 and len(built) == 1
+    assert len([s for s in seen if "FROM catalog_stamp" in s]) == 2  # the shared look, the build
+    # A change: the next look sees it, and the catalogue is built again once.
+    async with transaction(sessions) as session:
+        await session.exec(text("UPDATE services SET price_minor = 1"))
+    assert await asyncio.gather(cache.get(), cache.get()) == [2, 2]
