@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     hub_bot: Literal["auto", "llm", "offline", "off"] = "auto"
     # Bot turns in flight at once per process: with a model taking a second a turn, this is
     # about how many client messages a second one process answers.
-    hub_bot_turns: int = Field(default=16, ge=1, le=1000)
+    hub_bot_turns: int = Field(default=64, ge=1, le=1000)
     hub_llm_timeout_s: float = Field(default=30.0, gt=0)
     hub_llm_retries: int = Field(default=2, ge=0, le=10)
     hub_llm_max_rounds: int = Field(default=6, ge=1, le=20)

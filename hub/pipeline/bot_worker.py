@@ -51,9 +51,11 @@ ANNOUNCED = ("cancelled", "confirmed", "book", "reschedule")
 # Events read at once: a burst of one conversation is mostly seen whole, so its older lines
 # are skipped instead of answered one model call each.
 BATCH = 200
-# Turns in flight at once: enough to wait on a slow model for many clients together, few
-# enough to stay within the model provider's rate limit and the database pool.
-MAX_TURNS = 16
+# Turns in flight at once: enough to wait on a slow model for many clients together (with a
+# model taking a second, about the messages a second one process answers), few enough to stay
+# within the model provider's rate limit. The database is not the limit: turns in flight share
+# their reads and writes (hub/pipeline/turn_store.py).
+MAX_TURNS = 64
 # Conversations whose newest message is remembered; past it the memory is dropped (losing
 # only a chance to skip a line, never an answer).
 MAX_REMEMBERED = 10_000
@@ -89,6 +91,8 @@ class BotWorker:
             max_deliveries=max_deliveries,
             batch=BATCH,
             lane=self.lane,
+            # A turn may wait seconds on a model: the next events are read meanwhile.
+            continuous=True,
         )
 
     def lane(self, entry: Entry) -> str:

@@ -63,6 +63,7 @@ class StreamConsumer:
         batch: int = 50,
         block_ms: int = 1_000,
         lane: Callable[[Entry], str] | None = None,
+        continuous: bool = False,
         outage_backoff_cap: float = 5.0,
     ) -> None:
         self.bus = bus
@@ -90,6 +91,14 @@ class StreamConsumer:
         # Entries read and not yet acked or given up, per stream: kept fresh (see _keep_alive)
         # so no other consumer reclaims an entry that is only waiting its turn in a lane.
         self._in_flight: dict[str, set[str]] = {}
+        # Continuous lanes: reading goes on while lanes run (up to `batch` entries in hand),
+        # each lane a task of its own fed from its queue, so a slow entry (a model call)
+        # holds up only its own lane, never the next read.
+        self.continuous = continuous and lane is not None
+        self._queues: dict[tuple[str, str], list[Entry]] = {}
+        self._draining: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._in_hand = 0
+        self._room = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -123,6 +132,15 @@ class StreamConsumer:
                     await self._pause(delay)
         finally:
             self._stopping.set()
+            if self._draining:
+                lanes = list(self._draining.values())
+                try:
+                    # Each lane finishes the entry in hand; the rest stay pending.
+                    await asyncio.gather(*lanes, return_exceptions=True)
+                except asyncio.CancelledError:
+                    for task in lanes:
+                        task.cancel()
+                    raise
             try:
                 await asyncio.wait_for(keep_alive, self.claim_idle_ms / 1000 + 5)
             except (TimeoutError, asyncio.CancelledError, Exception):
@@ -220,12 +238,17 @@ class StreamConsumer:
         if not ready:
             await self._pause(min(0.5, self.claim_idle_ms / 4000))
             return handled
+        count = self.batch
+        if self.continuous:
+            count = await self._room_in_hand()
+            if count <= 0:
+                return handled
         try:
             reply = await self.redis.xreadgroup(
                 self.group,
                 self.name,
                 {s: ">" for s in ready},
-                count=self.batch,
+                count=count,
                 block=self.block_ms,
             )
         except ResponseError as exc:
@@ -239,8 +262,72 @@ class StreamConsumer:
             [Entry(stream, eid, fields or {}) for eid, fields in entries]
             for stream, entries in parse_entries(reply)
         ]
+        if self.continuous:
+            for b in batches:
+                self._feed(b)
+            return handled + sum(len(b) for b in batches)
         counts = await asyncio.gather(*(self._handle_lanes(b) for b in batches))
         return handled + sum(counts)
+
+    async def _room_in_hand(self) -> int:
+        """How many more entries may be read (continuous lanes): waits while `batch` are in
+        hand. Reclaimed entries are handled at once and do not count."""
+        while self._in_hand >= self.batch and not self._stopping.is_set():
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), 0.5)
+            except TimeoutError:
+                pass
+        return 0 if self._stopping.is_set() else self.batch - self._in_hand
+
+    def _feed(self, entries: list[Entry]) -> None:
+        self._hold(entries)
+        self._in_hand += len(entries)
+        for entry in entries:
+            try:
+                key = (entry.stream, self.lane(entry))  # type: ignore[misc]
+            except Exception:
+                key = (entry.stream, "")  # a malformed entry: the handler dead-letters it
+            self._queues.setdefault(key, []).append(entry)
+            if key not in self._draining:
+                self._draining[key] = asyncio.create_task(self._drain(key), name=self.name)
+
+    def _settle(self, entries: list[Entry]) -> None:
+        self._release(entries)
+        self._in_hand -= len(entries)
+        self._room.set()
+
+    async def _drain(self, key: tuple[str, str]) -> None:
+        """One lane's entries, one at a time, as they come. After a failure (or on stop)
+        the rest of the lane stays pending behind it, to be reclaimed in order."""
+        queue = self._queues[key]
+        failed: Entry | None = None
+        try:
+            while queue and not self._stopping.is_set():
+                entry = queue.pop(0)
+                try:
+                    _, finished = await self._run_sequence([entry])
+                finally:
+                    self._settle([entry])
+                if not finished:
+                    failed = entry
+                    break
+            if queue:
+                rest = list(queue)
+                queue.clear()
+                self._settle(rest)
+                if failed is not None:
+                    await self.redis.hset(
+                        ERRORS_HASH,
+                        mapping={_error_key(e): f"{WAITING}{failed.id}" for e in rest},
+                    )
+        finally:
+            del self._draining[key]
+            if self._queues.get(key) is queue and not queue:
+                del self._queues[key]
+            elif self._queues.get(key):
+                # Fed while this task was finishing: the lane goes on in a new one.
+                self._draining[key] = asyncio.create_task(self._drain(key), name=self.name)
 
     async def _ensure_groups(self, streams: list[str]) -> None:
         for stream in streams:
@@ -263,6 +350,11 @@ class StreamConsumer:
         )
         # Redis 6.2 answers [cursor, entries]; 7 adds the ids of entries trimmed away.
         claimed = reply[1] if len(reply) > 1 else []
+        if not claimed:
+            return 0
+        # Ours and still in hand (a long turn whose refresh came late): not a second time.
+        in_hand = self._in_flight.get(stream, set())
+        claimed = [(eid, fields) for eid, fields in claimed if eid not in in_hand]
         if not claimed:
             return 0
         ids = [eid for eid, _ in claimed]
@@ -311,6 +403,11 @@ class StreamConsumer:
 
     async def _handle_sequence(self, entries: list[Entry]) -> int:
         """Entries of one stream, in order; the first transient failure stops the sequence."""
+        return (await self._run_sequence(entries))[0]
+
+    async def _run_sequence(self, entries: list[Entry]) -> tuple[int, bool]:
+        """How many were handled, and whether the sequence ran to its end (False: stopped
+        by a failure or by stopping, the rest left pending)."""
         done = 0
         for n, entry in enumerate(entries):
             if entry.deliveries > self.max_deliveries:
@@ -347,13 +444,13 @@ class StreamConsumer:
                 self._recovering.add(entry.stream)
                 # This one and the rest of its lane wait to be reclaimed, in order.
                 self._release(entries[n:])
-                break
+                return done, False
             if not handled or not await self._ack_through_outages(entry):
                 # Stopped during an outage: this one and the rest stay pending, in order.
                 self._release(entries[n:])
-                break
+                return done, False
             done += 1
-        return done
+        return done, True
 
     async def _handle_batch(self, entries: list[Entry]) -> int:
         """Entries of one stream read, together; on a failure that is not an outage, again
