@@ -382,6 +382,20 @@ async def outbound_by_provider_id(
     ).first()
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A send's answer or a provider's receipt for one outbound message, found by our id or
+    by the provider's (with the channel)."""
+
+    status: str
+    public_id: str | None = None
+    channel: str | None = None
+    provider_message_id: str | None = None
+    error: str | None = None
+    attempts: int | None = None
+    segments: int | None = None
+
+
 async def set_delivery(
     session: AsyncSession,
     *,
@@ -400,41 +414,72 @@ async def set_delivery(
     `displace_copies`: another outbound row already holds the provider's id (the echo of this
     very send, stored as a message written in the provider's app because it outran the send's
     answer): that copy is dropped so the send keeps its one row."""
+    delivery = Delivery(status, public_id, channel, provider_message_id, error, attempts, segments)
     if public_id is not None:
-        # Its conversation comes along into the session: the caller announces the change.
-        found = (
-            await session.exec(
-                select(Message, Conversation)
-                .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
-                .where(Message.public_id == public_id)
-            )
-        ).first()
-        message = found[0] if found is not None else None
+        message = (await _with_conversations(session, [public_id])).get(public_id)
     elif channel is not None and provider_message_id is not None:
         message = await outbound_by_provider_id(session, channel, provider_message_id)
     else:
         raise ValueError("set_delivery needs public_id, or channel and provider_message_id")
     if message is None:
         return None
-    if segments is not None:
-        message.segments = segments
-    if DELIVERY_RANK.get(status, 0) < DELIVERY_RANK.get(message.status, 0):
-        return message
-    message.status = status
-    message.status_at = now or utcnow()
-    if provider_message_id:
-        if displace_copies:
-            await _drop_copies(session, message, provider_message_id)
-        message.provider_message_id = provider_message_id
-    if error is not None:
-        message.error = error[:2000]
-    if attempts is not None:
-        message.attempts = attempts
-    if status != "sending":
-        message.claimed_by = None
-        message.claimed_until = None
+    if displace_copies and provider_message_id and _moves(message, delivery):
+        await _drop_copies(session, message, provider_message_id)
+    _apply(message, delivery, now or utcnow())
     await session.flush()
     return message
+
+
+async def set_deliveries(
+    session: AsyncSession, deliveries: Sequence[Delivery], *, now: datetime | None = None
+) -> list[Message | None]:
+    """Several messages moved forward at once, found by our ids: one SELECT (their
+    conversations come along into the session), the UPDATEs in one flush."""
+    ids = [d.public_id for d in deliveries if d.public_id is not None]
+    if len(ids) != len(deliveries):
+        raise ValueError("set_deliveries finds messages by public_id only")
+    found = await _with_conversations(session, ids)
+    now = now or utcnow()
+    moved: list[Message | None] = []
+    for delivery in deliveries:
+        message = found.get(delivery.public_id)  # type: ignore[arg-type]
+        if message is not None:
+            _apply(message, delivery, now)
+        moved.append(message)
+    await session.flush()
+    return moved
+
+
+async def _with_conversations(session: AsyncSession, public_ids: list[str]) -> dict[str, Message]:
+    # The conversations come along into the session: the caller announces the change.
+    rows = await session.exec(
+        select(Message, Conversation)
+        .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
+        .where(col(Message.public_id).in_(public_ids))
+    )
+    return {message.public_id: message for message, _ in rows.all()}
+
+
+def _moves(message: Message, delivery: Delivery) -> bool:
+    return DELIVERY_RANK.get(delivery.status, 0) >= DELIVERY_RANK.get(message.status, 0)
+
+
+def _apply(message: Message, delivery: Delivery, now: datetime) -> None:
+    if delivery.segments is not None:
+        message.segments = delivery.segments
+    if not _moves(message, delivery):
+        return
+    message.status = delivery.status
+    message.status_at = now
+    if delivery.provider_message_id:
+        message.provider_message_id = delivery.provider_message_id
+    if delivery.error is not None:
+        message.error = delivery.error[:2000]
+    if delivery.attempts is not None:
+        message.attempts = delivery.attempts
+    if delivery.status != "sending":
+        message.claimed_by = None
+        message.claimed_until = None
 
 
 async def _drop_copies(session: AsyncSession, message: Message, provider_message_id: str) -> None:

@@ -3,10 +3,13 @@ unreachable identities, opt-out keywords, the client's source, SMS segments."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from sqlalchemy import event
 from sqlmodel import col, select
 
+from crm_store.db import transaction
 from crm_store.models import AuditEntry, ChannelIdentity, Client, Conversation, Message
 from crm_store.staff import staff_by_email
 from hub.messages import (
@@ -271,3 +274,64 @@ async def test_a_reply_from_the_providers_app_is_staff_taking_the_chat(settings,
         ].external_id == "1784"
     finally:
         await running.stop()
+
+
+async def test_answers_to_sends_at_the_same_moment_are_stored_together(hub: RunningHub) -> None:
+    """The dispatcher's answers share one transaction and one SELECT; each still moves only
+    its own message, and an "unreachable" answer marks its chat."""
+    sessions = hub.hub.sessions
+    async with transaction(sessions) as session:
+        ids = []
+        for n in range(6):
+            client = Client(name=f"Guest {n}")
+            session.add(client)
+            await session.flush()
+            session.add(
+                ChannelIdentity(
+                    client_id=client.id, channel="sms", inbox="main", external_id=f"+38050000{n}"
+                )
+            )
+            conversation = Conversation(
+                client_id=client.id, channel="sms", inbox="main", chat_id=f"+38050000{n}"
+            )
+            session.add(conversation)
+            await session.flush()
+            ids.append(conversation.id)
+    queued = [
+        await send_reply(sessions, hub.hub.bus, conversation_id=i, text="Hi", author=Author.system)
+        for i in ids
+    ]
+    answers = [
+        DeliveryStatus(
+            outbound_id=q.message.public_id,
+            status=DeliveryState.sent,
+            provider_message_id=f"SM{n}",
+            segments=1,
+        )
+        for n, q in enumerate(queued)
+    ]
+    answers[5] = DeliveryStatus(
+        outbound_id=queued[5].message.public_id,
+        status=DeliveryState.failed,
+        error="the number is unreachable",
+        unreachable=True,
+    )
+    seen: list[str] = []
+
+    def note(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    engine = hub.hub.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        await asyncio.gather(*(hub.hub.dispatcher.record(a, 1) for a in answers))
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    assert len([s for s in seen if "JOIN conversations" in s]) == 1, seen
+    stored = await rows(hub, Message, Message.direction == "out")
+    assert [(m.status, m.provider_message_id, m.attempts) for m in stored] == [
+        *(("sent", f"SM{n}", 1) for n in range(5)),
+        ("failed", None, 1),
+    ]
+    (gone,) = await rows(hub, ChannelIdentity, ChannelIdentity.external_id == "+380500005")
+    assert gone.unreachable_at is not None

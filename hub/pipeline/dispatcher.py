@@ -63,10 +63,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import Channel, PermanentSendError
 from crm_store.conversations import (
+    Delivery,
     claim_outbound,
     message_by_public_id,
     release_claim,
     renew_claim,
+    set_deliveries,
     set_delivery,
 )
 from crm_store.db import transaction
@@ -78,6 +80,7 @@ from hub.messages import DeliveryState, DeliveryStatus, OutboundMessage
 from hub.pipeline.bus import Bus, Entry, PermanentError, outbound_stream
 from hub.pipeline.consumer import StreamConsumer
 from hub.pipeline.events import message_event
+from hub.pipeline.group_commit import Batched
 from hub.pipeline.write_batch import Unit, WriteBatch
 
 log = logging.getLogger(__name__)
@@ -151,8 +154,11 @@ class Dispatcher:
         self.worker = (
             worker or f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
         )[:70]
-        # Claims and answers of the sends under way at once share a transaction.
+        # Claims of the sends under way at once share a transaction; so do their answers.
         self.writes = WriteBatch(sessions)
+        self._answers: Batched[Answer, tuple[Message | None, Conversation | None]] = Batched(
+            self._record_many, max_batch=200, name="delivery-answers"
+        )
         # Sent, but the answer is not stored yet (the database away): stored on the next try.
         self._unstored: dict[str, tuple[DeliveryStatus, int]] = {}
 
@@ -372,10 +378,54 @@ class Dispatcher:
         metrics.MESSAGES_OUT.labels(msg.channel, status.status.value).inc()
 
     async def record(self, status: DeliveryStatus, attempts: int | None = None) -> None:
-        """Store a status: the answer to a send, or a provider's later receipt (those stored
-        at the same moment share one transaction)."""
+        """Store a status: the answer to a send, or a provider's later receipt. The answers
+        to sends stored at the same moment share one transaction and one SELECT."""
+        if status.outbound_id is not None:
+            found = await self._answers.submit((status, attempts))
+        else:
+            found = await self._record_alone(status, attempts)
+        message, conversation = found
+        if message is None:
+            log.info("a %s receipt for an unknown message was ignored", status.channel)
+            return
+        if conversation is not None:
+            await self.bus.publish_event(**message_event(message, conversation))
+
+    async def _record_many(self, answers: list[Answer]) -> list[object]:
         try:
-            message, conversation = await self.writes.run(self._status_unit(status, attempts))
+            async with transaction(self.sessions) as session:
+                deliveries = [_delivery(status, attempts) for status, attempts in answers]
+                messages = await set_deliveries(session, deliveries)
+                found: list[object] = []
+                for (status, _), message in zip(answers, messages, strict=True):
+                    # In the session already: read with the messages.
+                    conversation = (
+                        await session.get(Conversation, message.conversation_id)
+                        if message is not None
+                        else None
+                    )
+                    await _unreachable(session, status, conversation)
+                    found.append((message, conversation))
+                return found
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # rolled back: each alone, the way that knows echo copies
+            log.info("%d answers stored together failed (%s); one by one", len(answers), exc)
+        results: list[object] = []
+        for status, attempts in answers:
+            try:
+                results.append(await self._record_alone(status, attempts))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _record_alone(
+        self, status: DeliveryStatus, attempts: int | None
+    ) -> tuple[Message | None, Conversation | None]:
+        try:
+            return await self.writes.run(self._status_unit(status, attempts))
         except IntegrityError:
             # The provider's id is taken by the echo of this send, stored as a message written
             # in the provider's app: the send is the message, the copy goes.
@@ -385,12 +435,7 @@ class Dispatcher:
                 status.outbound_id,
             )
             unit = self._status_unit(status, attempts, displace_copies=True)
-            message, conversation = await self.writes.run(unit)
-        if message is None:
-            log.info("a %s receipt for an unknown message was ignored", status.channel)
-            return
-        if conversation is not None:
-            await self.bus.publish_event(**message_event(message, conversation))
+            return await self.writes.run(unit)
 
     @staticmethod
     def _status_unit(
@@ -411,18 +456,41 @@ class Dispatcher:
             conversation = (
                 await session.get(Conversation, message.conversation_id) if message else None
             )
-            if status.unreachable and conversation is not None:
-                await mark_unreachable(
-                    session,
-                    channel=conversation.channel,
-                    inbox=conversation.inbox,
-                    external_id=conversation.chat_id,
-                    reason=status.error or "unreachable",
-                    at=status.at,
-                )
+            await _unreachable(session, status, conversation)
             return message, conversation
 
         return unit
+
+
+# A send's answer and the attempts it took.
+Answer = tuple[DeliveryStatus, int | None]
+
+
+def _delivery(status: DeliveryStatus, attempts: int | None) -> Delivery:
+    return Delivery(
+        status.status.value,
+        public_id=status.outbound_id,
+        channel=status.channel,
+        provider_message_id=status.provider_message_id,
+        error=status.error,
+        attempts=attempts,
+        segments=status.segments,
+    )
+
+
+async def _unreachable(
+    session: AsyncSession, status: DeliveryStatus, conversation: Conversation | None
+) -> None:
+    """The provider said the chat cannot be reached any more (blocked, unsubscribed)."""
+    if status.unreachable and conversation is not None:
+        await mark_unreachable(
+            session,
+            channel=conversation.channel,
+            inbox=conversation.inbox,
+            external_id=conversation.chat_id,
+            reason=status.error or "unreachable",
+            at=status.at,
+        )
 
 
 def _failed(msg: OutboundMessage, error: str) -> DeliveryStatus:
