@@ -15,12 +15,12 @@ copy that won the insert is found after it (ON CONFLICT), never raised.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, update
+from sqlalchemy import Table, func, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -239,55 +239,53 @@ def _simple(data: InboundData, known: _Known, region: str) -> bool:
 
 
 async def _look_up(session: AsyncSession, batch: Sequence[InboundData]) -> _Known:
+    """What the store has of the batch's messages, senders, chats and cards: four queries
+    whatever the channels and inboxes in it (row values: `(channel, inbox, id) IN (…)`)."""
+    keys = {_key(d) for d in batch}
+    senders = {(d.channel, d.inbox, d.sender_id) for d in batch}
+    chats = {_chat(d) for d in batch}
     stored: dict[Key, Message] = {}
+    for message in await session.exec(
+        select(Message).where(
+            Message.direction == "in",
+            tuple_(col(Message.channel), col(Message.inbox), col(Message.provider_message_id)).in_(
+                keys
+            ),
+        )
+    ):
+        stored[(message.channel, message.inbox, message.provider_message_id or "")] = message
     identities: dict[tuple[str, str, str], ChannelIdentity] = {}
+    for identity in await session.exec(
+        select(ChannelIdentity).where(
+            tuple_(
+                col(ChannelIdentity.channel),
+                col(ChannelIdentity.inbox),
+                col(ChannelIdentity.external_id),
+            ).in_(senders)
+        )
+    ):
+        identities[(identity.channel, identity.inbox, identity.external_id)] = identity
     conversations: dict[ChatKey, Conversation] = {}
-    for (channel, inbox), items in _by_inbox(batch).items():
-        provider_ids = {d.provider_message_id for d in items}
-        for message in await session.exec(
-            select(Message).where(
-                Message.channel == channel,
-                Message.inbox == inbox,
-                Message.direction == "in",
-                col(Message.provider_message_id).in_(provider_ids),
-            )
-        ):
-            stored[(channel, inbox, message.provider_message_id or "")] = message
-        senders = {d.sender_id for d in items}
-        for identity in await session.exec(
-            select(ChannelIdentity).where(
-                ChannelIdentity.channel == channel,
-                ChannelIdentity.inbox == inbox,
-                col(ChannelIdentity.external_id).in_(senders),
-            )
-        ):
-            identities[(channel, inbox, identity.external_id)] = identity
-        chats = {d.chat_id for d in items}
-        # The newest open conversation of a chat is its conversation (as open_conversation).
-        for conversation in await session.exec(
-            select(Conversation)
-            .where(
-                Conversation.channel == channel,
-                Conversation.inbox == inbox,
-                col(Conversation.chat_id).in_(chats),
-                col(Conversation.status).in_(OPEN_STATUSES),
-            )
-            .order_by(col(Conversation.id))
-        ):
-            conversations[(channel, inbox, conversation.chat_id)] = conversation
+    # The newest open conversation of a chat is its conversation (as open_conversation).
+    for conversation in await session.exec(
+        select(Conversation)
+        .where(
+            tuple_(
+                col(Conversation.channel), col(Conversation.inbox), col(Conversation.chat_id)
+            ).in_(chats),
+            col(Conversation.status).in_(OPEN_STATUSES),
+        )
+        .order_by(col(Conversation.id))
+    ):
+        conversations[(conversation.channel, conversation.inbox, conversation.chat_id)] = (
+            conversation
+        )
     client_ids = {i.client_id for i in identities.values()}
     clients = {
         c.id: c  # type: ignore[misc]
         for c in await session.exec(select(Client).where(col(Client.id).in_(client_ids)))
     }
     return _Known(stored, identities, clients, conversations)  # type: ignore[arg-type]
-
-
-def _by_inbox(batch: Iterable[InboundData]) -> dict[tuple[str, str], list[InboundData]]:
-    groups: dict[tuple[str, str], list[InboundData]] = {}
-    for data in batch:
-        groups.setdefault((data.channel, data.inbox), []).append(data)
-    return groups
 
 
 async def _stored_record(session: AsyncSession, message: Message) -> InboundRecord:
