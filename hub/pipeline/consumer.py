@@ -12,11 +12,12 @@
   but are never dead-lettered for it: each is tried in its turn.
 - With shard leases, a shard with entries still pending is not read further until they are
   done, so the entries of one chat are handled strictly in order.
-- With a batch handler, the entries of one stream read (first deliveries only) are handled
-  together and acknowledged after it returns. A malformed entry it finds it rejects: that
-  one goes to hub:dead at once, alone. A batch that fails for any reason but an outage is
-  handled again entry by entry, so a poison entry is isolated and goes to hub:dead alone
-  after its retries; the others are stored once (the handlers are idempotent).
+- With a batch handler, the entries of one read (first deliveries only, every stream of it)
+  are handled together and acknowledged after it returns. A malformed entry it finds it
+  rejects: that one goes to hub:dead at once, alone. A batch that fails for any reason but an
+  outage is handled again entry by entry (each stream in its order, the streams side by
+  side), so a poison entry is isolated and goes to hub:dead alone after its retries; the
+  others are stored once (the handlers are idempotent).
 """
 
 from __future__ import annotations
@@ -266,6 +267,10 @@ class StreamConsumer:
             for b in batches:
                 self._feed(b)
             return handled + sum(len(b) for b in batches)
+        if self.batch_handler is not None and self.lane is None and len(batches) > 1:
+            # The shards of one read in one batch: at a low rate each holds a message or two,
+            # and a batch's fixed cost (its lookups, its transaction) is paid once, not per shard.
+            batches = [[entry for b in batches for entry in b]]
         counts = await asyncio.gather(*(self._handle_lanes(b) for b in batches))
         return handled + sum(counts)
 
@@ -453,8 +458,8 @@ class StreamConsumer:
         return done, True
 
     async def _handle_batch(self, entries: list[Entry]) -> int:
-        """Entries of one stream read, together; on a failure that is not an outage, again
-        one by one. An outage is waited out in place as for one entry."""
+        """Entries of one read (of every stream in it), together; on a failure that is not an
+        outage, again one by one. An outage is waited out in place as for one entry."""
         assert self.batch_handler is not None
         rejected: set[str] = set()
 
@@ -482,7 +487,15 @@ class StreamConsumer:
                         type(exc).__name__,
                         str(exc).splitlines()[0][:300] if str(exc) else "",
                     )
-                    return len(rejected) + await self._handle_sequence(rest)
+                    # Each stream's entries in their order, the streams side by side: a
+                    # failure holds back only its own stream.
+                    streams: dict[str, list[Entry]] = {}
+                    for entry in rest:
+                        streams.setdefault(entry.stream, []).append(entry)
+                    counts = await asyncio.gather(
+                        *(self._handle_sequence(one) for one in streams.values())
+                    )
+                    return len(rejected) + sum(counts)
                 attempt += 1
                 if not await self._wait_out(entries[0], exc, attempt):
                     self._release(entries)  # stopped: all stay pending, in order

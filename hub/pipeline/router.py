@@ -137,10 +137,10 @@ class Router:
         await self.handle_message(parse(entry))
 
     async def handle_batch(self, entries: list[Entry], reject: Reject) -> None:
-        """The entries of one stream read, stored in as few transactions as they allow: a run
-        of plain client messages in one; an own-app message or a consent keyword alone, by
-        the one-message path, in its place in the order. A malformed entry is rejected
-        before anything is stored (it belongs to no chat, so no order is broken)."""
+        """The entries of one read (its shards in turn), stored in as few transactions as they
+        allow: a run of plain client messages in one; an own-app message or a consent keyword
+        alone, by the one-message path, in its place in the order. A malformed entry is
+        rejected before anything is stored (it belongs to no chat, so no order is broken)."""
         msgs: list[InboundMessage] = []
         for entry in entries:
             try:
