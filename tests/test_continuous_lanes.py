@@ -45,7 +45,8 @@ def consumer(redis: Any, handler: Handler, *, batch: int = 50) -> StreamConsumer
         batch=batch,
         block_ms=50,
         claim_idle_ms=60_000,
-        lane=lambda entry: entry.data[0],  # "a1" and "a2" share lane "a"
+        # "a1" and "a2" share lane "a"; "x…" asks nothing of the handler
+        lane=lambda entry: None if entry.data.startswith("x") else entry.data[0],
         continuous=True,
     )
 
@@ -64,8 +65,9 @@ async def test_a_slow_lane_holds_up_only_itself(redis) -> None:
         await add(redis, "a1")
         await eventually(lambda: asyncio.sleep(0, "a1" in handler.started))
         # Written after the slow one started: read and handled while it still waits.
-        await add(redis, "b1", "a2", "c1")
+        await add(redis, "b1", "x1", "a2", "x2", "c1")
         await eventually(lambda: asyncio.sleep(0, handler.done == ["b1", "c1"]))
+        await eventually(lambda: _pending(redis, 2))  # the x's acked unseen; a1, a2 in hand
         assert "a2" not in handler.started  # behind a1, in its lane
         handler.gates["a1"].set()
         await eventually(lambda: asyncio.sleep(0, handler.done == ["b1", "c1", "a1", "a2"]))

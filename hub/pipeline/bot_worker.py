@@ -59,7 +59,7 @@ MAX_TURNS = 64
 # Conversations whose newest message is remembered; past it the memory is dropped (losing
 # only a chance to skip a line, never an answer).
 MAX_REMEMBERED = 10_000
-SHARED_LANE = "-"  # events of no conversation (appointments, hand-offs without one)
+SHARED_LANE = "-"  # a malformed event: the handler dead-letters it
 GROUP_REASON = "a group chat: the bot never answers there"
 
 
@@ -95,20 +95,23 @@ class BotWorker:
             continuous=True,
         )
 
-    def lane(self, entry: Entry) -> str:
-        """One lane per conversation. The consumer asks for the lane of every entry of a batch
-        before it handles any, so this is also where the newest message of each conversation
-        is noted: the turns of the older ones, handled first, see they are superseded."""
+    def lane(self, entry: Entry) -> str | None:
+        """One lane per conversation; None for an event the bot has nothing to do with (a
+        reply, a status, an appointment): the consumer acknowledges it as it is read. The
+        consumer asks for the lane of every entry as it reads it, so this is also where the
+        newest message of each conversation is noted: the turns of the older ones, handled
+        first, see they are superseded."""
         event = _event(entry)
-        conversation = event.get("conversation_id") if event is not None else None
-        if event is None or not isinstance(conversation, int):
-            return SHARED_LANE
-        if _answerable(event):
-            newest = self._newest.get(conversation)
-            if newest is None or _order(entry.id) > _order(newest):
-                if len(self._newest) >= MAX_REMEMBERED:
-                    self._newest.clear()
-                self._newest[conversation] = entry.id
+        if event is None:
+            return SHARED_LANE  # malformed: the handler dead-letters it
+        if not _answerable(event):
+            return None
+        conversation: int = event["conversation_id"]
+        newest = self._newest.get(conversation)
+        if newest is None or _order(entry.id) > _order(newest):
+            if len(self._newest) >= MAX_REMEMBERED:
+                self._newest.clear()
+            self._newest[conversation] = entry.id
         return str(conversation)
 
     async def handle(self, entry: Entry) -> None:

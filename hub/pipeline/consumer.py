@@ -63,7 +63,7 @@ class StreamConsumer:
         max_deliveries: int = 5,
         batch: int = 50,
         block_ms: int = 1_000,
-        lane: Callable[[Entry], str] | None = None,
+        lane: Callable[[Entry], str | None] | None = None,
         continuous: bool = False,
         outage_backoff_cap: float = 5.0,
     ) -> None:
@@ -80,7 +80,8 @@ class StreamConsumer:
         self.batch = batch
         # Entries of one stream with the same lane (say, one chat) are handled in order; other
         # lanes go at the same time, so a chat that must wait (Telegram's one message a
-        # second) does not hold up every other chat of its channel.
+        # second) does not hold up every other chat of its channel. A lane of None: the
+        # entry asks nothing of the handler, and is acknowledged as it is read.
         self.lane = lane
         self.block_ms = min(block_ms, max(50, claim_idle_ms // 2))
         self.outage_backoff_cap = outage_backoff_cap
@@ -288,14 +289,38 @@ class StreamConsumer:
     def _feed(self, entries: list[Entry]) -> None:
         self._hold(entries)
         self._in_hand += len(entries)
+        idle: list[Entry] = []
         for entry in entries:
-            try:
-                key = (entry.stream, self.lane(entry))  # type: ignore[misc]
-            except Exception:
-                key = (entry.stream, "")  # a malformed entry: the handler dead-letters it
+            lane = self._lane_of(entry)
+            if lane is None:
+                idle.append(entry)
+                continue
+            key = (entry.stream, lane)
             self._queues.setdefault(key, []).append(entry)
             if key not in self._draining:
                 self._draining[key] = asyncio.create_task(self._drain(key), name=self.name)
+        if idle:
+            key = (entries[0].stream, "\x00idle")
+            self._queues.setdefault(key, []).extend(idle)
+            if key not in self._draining:
+                self._draining[key] = asyncio.create_task(self._ack_idle(key), name=self.name)
+
+    def _lane_of(self, entry: Entry) -> str | None:
+        try:
+            return self.lane(entry)  # type: ignore[misc]
+        except Exception:
+            return ""  # a malformed entry: the handler dead-letters it
+
+    async def _ack_idle(self, key: tuple[str, str]) -> None:
+        """Entries that ask nothing of the handler, acknowledged together."""
+        try:
+            while entries := self._queues.pop(key, None):
+                try:
+                    await asyncio.gather(*(self._ack_through_outages(e) for e in entries))
+                finally:
+                    self._settle(entries)
+        finally:
+            del self._draining[key]
 
     def _settle(self, entries: list[Entry]) -> None:
         self._release(entries)
@@ -386,13 +411,17 @@ class StreamConsumer:
                 return await self._handle_batch(entries)
             return await self._handle_sequence(entries)
         lanes: dict[str, list[Entry]] = {}
+        idle: list[Entry] = []
         for entry in entries:
-            try:
-                key = self.lane(entry)
-            except Exception:
-                key = ""  # a malformed entry: the handler dead-letters it in its lane
-            lanes.setdefault(key, []).append(entry)
-        counts = await asyncio.gather(*(self._handle_sequence(lane) for lane in lanes.values()))
+            key = self._lane_of(entry)
+            if key is None:
+                idle.append(entry)
+            else:
+                lanes.setdefault(key, []).append(entry)
+        counts = await asyncio.gather(
+            *(self._handle_sequence(lane) for lane in lanes.values()),
+            *(self._ack_through_outages(e) for e in idle),
+        )
         return sum(counts)
 
     async def _delivery_counts(self, stream: str, ids: list[str]) -> dict[str, int]:
@@ -568,6 +597,11 @@ class StreamConsumer:
         # In the bus's group commit: the acks of every lane handled at the same time share
         # one pipeline (and one connection) instead of asking the pool for one each.
         batch = self.bus.group_commit
+        if entry.deliveries <= 1:
+            # Read once and done: no error mark can be on it (a mark is set only on an entry
+            # left pending, which comes back as a second delivery).
+            await batch.call("xack", entry.stream, self.group, entry.id)
+            return
         await asyncio.gather(
             batch.call("xack", entry.stream, self.group, entry.id),
             batch.call("hdel", ERRORS_HASH, _error_key(entry)),
