@@ -270,7 +270,17 @@ async def open_conversation(
     ).first()
     if found is not None:
         return found, False
-    conversation = Conversation(
+    conversation = new_conversation(client_id, channel, inbox, chat_id, now, private=private)
+    session.add(conversation)
+    await session.flush()
+    return conversation, True
+
+
+def new_conversation(
+    client_id: int, channel: str, inbox: str, chat_id: str, now: datetime, *, private: bool
+) -> Conversation:
+    """A chat's conversation as it opens: the bot has it."""
+    return Conversation(
         client_id=client_id,
         channel=channel,
         inbox=inbox,
@@ -279,9 +289,6 @@ async def open_conversation(
         opened_at=now,
         private=private,
     )
-    session.add(conversation)
-    await session.flush()
-    return conversation, True
 
 
 async def record_outbound(

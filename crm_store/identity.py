@@ -63,43 +63,14 @@ async def resolve_client(
     client = await _find_by_contact(session, phone, email)
     new_client = client is None
     if client is None:
-        client = Client(
-            name=hints.display_name or hints.username,
-            phone=phone,
-            email=email,
-            language=hints.language,
-            source_channel=channel,
-            source_ref=hints.source,
-            first_contact_at=at,
-            last_contact_at=at,
-        )
+        client = new_card(hints, channel, at, phone=phone, email=email)
         session.add(client)
         await session.flush()
-        audit.record(
-            session,
-            actor="system",
-            entity="client",
-            entity_id=client.id,  # type: ignore[arg-type]
-            action="created",
-            changes={
-                "name": client.name,
-                "phone": phone,
-                "email": email,
-                "source": channel,
-                "source_ref": hints.source,
-            },
-        )
+        card_created(session, client, hints, channel)
     else:
         await _fill_gaps(session, client, hints, phone, email)
 
-    identity = ChannelIdentity(
-        client_id=client.id,  # type: ignore[arg-type]
-        channel=channel,
-        inbox=inbox,
-        external_id=external_id,
-        username=hints.username,
-        display_name=hints.display_name,
-    )
+    identity = new_identity(client, channel, inbox, external_id, hints)
     session.add(identity)
     await session.flush()
     if not new_client:
@@ -112,6 +83,53 @@ async def resolve_client(
             changes={"channel": channel, "inbox": inbox, "external_id": external_id},
         )
     return Resolution(client, identity, new_client=new_client, new_identity=True)
+
+
+def new_card(
+    hints: Hints, channel: str, at: datetime, *, phone: str | None = None, email: str | None = None
+) -> Client:
+    """The card of a person no card knows, from what their channel told of them."""
+    return Client(
+        name=hints.display_name or hints.username,
+        phone=phone,
+        email=email,
+        language=hints.language,
+        source_channel=channel,
+        source_ref=hints.source,
+        first_contact_at=at,
+        last_contact_at=at,
+    )
+
+
+def card_created(session: AsyncSession, client: Client, hints: Hints, channel: str) -> None:
+    """The audit entry of a card the hub made (the card has its id)."""
+    audit.record(
+        session,
+        actor="system",
+        entity="client",
+        entity_id=client.id,  # type: ignore[arg-type]
+        action="created",
+        changes={
+            "name": client.name,
+            "phone": client.phone,
+            "email": client.email,
+            "source": channel,
+            "source_ref": hints.source,
+        },
+    )
+
+
+def new_identity(
+    client: Client, channel: str, inbox: str, external_id: str, hints: Hints
+) -> ChannelIdentity:
+    return ChannelIdentity(
+        client_id=client.id,  # type: ignore[arg-type]
+        channel=channel,
+        inbox=inbox,
+        external_id=external_id,
+        username=hints.username,
+        display_name=hints.display_name,
+    )
 
 
 async def live_client(session: AsyncSession, client_id: int) -> Client:

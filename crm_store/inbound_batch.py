@@ -24,11 +24,16 @@ from sqlalchemy import Table, func, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from crm_store import audit
 from crm_store.contacts import normalize_email, normalize_phone
-from crm_store.conversations import OPEN_STATUSES, InboundData, InboundRecord, record_inbound
+from crm_store.conversations import (
+    OPEN_STATUSES,
+    InboundData,
+    InboundRecord,
+    new_conversation,
+    record_inbound,
+)
 from crm_store.db import insert_for
-from crm_store.identity import card_gaps
+from crm_store.identity import card_created, card_gaps, new_card, new_identity
 from crm_store.models import ChannelIdentity, Client, Conversation, Message
 from crm_store.timeutil import utcnow
 
@@ -140,47 +145,20 @@ async def _open_places(
         chats[chat] = sender
     if not chats:
         return _Opened(set(), set())
-    cards = {sender: _new_card(data, now) for sender, data in people.items()}
+    cards = {sender: new_card(data.hints, data.channel, now) for sender, data in people.items()}
     session.add_all(cards.values())
     await session.flush()
     for sender, client in cards.items():
         hints = people[sender].hints
-        audit.record(
-            session,
-            actor="system",
-            entity="client",
-            entity_id=client.id,  # type: ignore[arg-type]
-            action="created",
-            changes={
-                "name": client.name,
-                "phone": None,
-                "email": None,
-                "source": sender[0],
-                "source_ref": hints.source,
-            },
-        )
-        identity = ChannelIdentity(
-            client_id=client.id,  # type: ignore[arg-type]
-            channel=sender[0],
-            inbox=sender[1],
-            external_id=sender[2],
-            username=hints.username,
-            display_name=hints.display_name,
-        )
+        card_created(session, client, hints, sender[0])
+        identity = new_identity(client, *sender, hints)
         session.add(identity)
         known.identities[sender] = identity
         known.clients[client.id] = client  # type: ignore[index]
     conversations = []
     for (channel, inbox, chat_id), sender in chats.items():
-        conversation = Conversation(
-            client_id=known.identities[sender].client_id,
-            channel=channel,
-            inbox=inbox,
-            chat_id=chat_id,
-            status="bot",
-            opened_at=now,
-            private=True,
-        )
+        client_id = known.identities[sender].client_id
+        conversation = new_conversation(client_id, channel, inbox, chat_id, now, private=True)
         session.add(conversation)
         conversations.append(conversation)
         known.conversations[(channel, inbox, chat_id)] = conversation
@@ -188,19 +166,6 @@ async def _open_places(
     return _Opened(
         {c.id for c in cards.values()},  # type: ignore[misc]
         {c.id for c in conversations},  # type: ignore[misc]
-    )
-
-
-def _new_card(data: InboundData, now: datetime) -> Client:
-    # As crm_store.identity.resolve_client makes one for a person no card knows.
-    hints = data.hints
-    return Client(
-        name=hints.display_name or hints.username,
-        language=hints.language,
-        source_channel=data.channel,
-        source_ref=hints.source,
-        first_contact_at=now,
-        last_contact_at=now,
     )
 
 
