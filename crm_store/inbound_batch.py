@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, tuple_, update
+from sqlalchemy import Table, func, or_, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -40,6 +40,7 @@ from crm_store.timeutil import utcnow
 __all__ = ["record_inbound_batch"]
 
 Key = tuple[str, str, str]  # channel, inbox, provider_message_id
+Sender = tuple[str, str, str]  # channel, inbox, the sender's id there
 ChatKey = tuple[str, str, str]  # channel, inbox, chat_id
 
 MESSAGES: Table = Message.__table__  # type: ignore[attr-defined]
@@ -79,7 +80,7 @@ async def record_inbound_batch(
         else:
             first[key] = i
     fresh = sorted(first.values())
-    opened = await _open_places(session, batch, fresh, known, now)
+    opened = await _open_places(session, batch, fresh, known, now, region)
     slow_chats = {_chat(batch[i]) for i in fresh if not _simple(batch[i], known, region)}
 
     # Chats that need the card resolved go the one-by-one way first; the rest touch other
@@ -122,34 +123,51 @@ async def _open_places(
     fresh: list[int],
     known: _Known,
     now: datetime,
+    region: str,
 ) -> _Opened:
     """People writing for the first time, and known people whose chat has no open
     conversation: their cards, identities and conversations are made together (an INSERT a
-    table) and added to `known`, so that their messages take the bulk way too. A newcomer who
-    gives a phone or an email may already have a card under it: found one by one instead."""
-    people: dict[tuple[str, str, str], InboundData] = {}
-    chats: dict[ChatKey, tuple[str, str, str]] = {}
+    table) and added to `known`, so that their messages take the bulk way too. A newcomer whose
+    phone or email is on a card already, or is given by someone else in the same batch (who
+    may be the same person), is linked one by one instead."""
+    people: dict[Sender, tuple[InboundData, str | None, str | None]] = {}
+    chats: dict[ChatKey, Sender] = {}
+    given: dict[str, set[Sender]] = {}  # a phone or email → who gives it in this batch
     for i in fresh:
         data = batch[i]
+        sender = (data.channel, data.inbox, data.sender_id)
+        phone, email = _contacts(data, region)
+        for value in (phone, email):
+            if value:
+                given.setdefault(value, set()).add(sender)
         chat = _chat(data)
         if not data.private or chat in known.conversations or chat in chats:
             continue
-        sender = (data.channel, data.inbox, data.sender_id)
         identity = known.identities.get(sender)
         if identity is None:
-            if data.hints.phone or data.hints.email:
-                continue
-            people.setdefault(sender, data)
+            people.setdefault(sender, (data, phone, email))
         elif identity.unreachable_at is not None or _merged(known, identity.client_id):
             continue
         chats[chat] = sender
+    taken = await _cards_with(session, {v for _, *vs in people.values() for v in vs if v})
+    linked = {
+        sender
+        for sender, (_, *values) in people.items()
+        if any(v and (v in taken or len(given[v]) > 1) for v in values)
+    }
+    for sender in linked:
+        del people[sender]
+    chats = {chat: sender for chat, sender in chats.items() if sender not in linked}
     if not chats:
         return _Opened(set(), set())
-    cards = {sender: new_card(data.hints, data.channel, now) for sender, data in people.items()}
+    cards = {
+        sender: new_card(data.hints, data.channel, now, phone=phone, email=email)
+        for sender, (data, phone, email) in people.items()
+    }
     session.add_all(cards.values())
     await session.flush()
     for sender, client in cards.items():
-        hints = people[sender].hints
+        hints = people[sender][0].hints
         card_created(session, client, hints, sender[0])
         identity = new_identity(client, *sender, hints)
         session.add(identity)
@@ -167,6 +185,26 @@ async def _open_places(
         {c.id for c in cards.values()},  # type: ignore[misc]
         {c.id for c in conversations},  # type: ignore[misc]
     )
+
+
+def _contacts(data: InboundData, region: str) -> tuple[str | None, str | None]:
+    """The phone and email a message gives, as resolve_client would read them."""
+    hints = data.hints
+    phone = normalize_phone(hints.phone, region) if hints.phone else None
+    return phone, normalize_email(hints.email) if hints.email else None
+
+
+async def _cards_with(session: AsyncSession, values: set[str]) -> set[str]:
+    """Which of these phones and emails a live card has already."""
+    if not values:
+        return set()
+    rows = await session.exec(
+        select(Client.phone, Client.email).where(
+            col(Client.merged_into_id).is_(None),
+            or_(col(Client.phone).in_(values), col(Client.email).in_(values)),
+        )
+    )
+    return {value for row in rows.all() for value in row if value in values}
 
 
 def _merged(known: _Known, client_id: int) -> bool:

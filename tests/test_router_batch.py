@@ -290,3 +290,33 @@ async def test_newcomers_and_reopened_chats_are_made_together(sessions, redis) -
     )
     assert [r[1] for r in rows["messages"]["telegram:fay"]] == ["fay-1", "fay-2"]
     assert len(rows["identities"]) == 3
+
+
+async def test_newcomers_with_a_phone_are_made_together_unless_a_card_or_the_batch_has_it(
+    sessions, redis
+) -> None:
+    """A phone or email no card has: a card of its own, in the batch's insert. One a card has
+    already, or one two people of the same batch give: linked to that one card, as one by one."""
+    batched = router(sessions, redis)
+    await batched.handle_batch(
+        entries([inbound("hana", 1, contact={"phone": "+380671110000"})]), refuse
+    )
+    traffic = [
+        inbound("ivy", 1, channel="sms", contact={"phone": "+380672220000"}),
+        inbound("hana-viber", 1, channel="viber", contact={"phone": "067 111 0000"}),
+        inbound("jo", 1, channel="webchat", contact={"email": "Jo@Example.com"}),
+        inbound("jo-mail", 1, channel="email", contact={"email": "jo@example.com"}),
+    ]
+    await batched.handle_batch(entries(traffic), refuse)
+
+    rows = await stored(sessions)
+    assert sorted(rows["identities"]) == [
+        "email:jo-mail->None|None|None|webchat|False|None",
+        "sms:ivy->None|+380672220000|None|sms|False|None",
+        "telegram:hana->None|+380671110000|None|telegram|False|None",
+        "viber:hana-viber->None|+380671110000|None|telegram|False|None",
+        "webchat:jo->None|None|None|webchat|False|None",
+    ]
+    created = sum(n for key, n in rows["audit"].items() if key.startswith("client|created"))
+    linked = sum(n for key, n in rows["audit"].items() if key.startswith("client|identity_linked"))
+    assert (created, linked) == (3, 2)
