@@ -117,10 +117,15 @@ async def test_hand_off_silence_and_give_back(settings, redis) -> None:
             assert "адміністратору" in answer["text"]
             conv = await eventually(lambda: _with_status(running, "waiting"), timeout=10)
             assert conv.status == "waiting"
-            events = await running.hub.redis.xrange("hub:events", min="-", max="+")
-            bodies = [json.loads(e["data"]) for _, e in events[events_before:]]
-            assert {"type": "conversation", "status": "waiting", "previous": "bot"}.items() <= next(
-                b for b in bodies if b["type"] == "conversation"
+
+            async def handed() -> dict[str, Any] | None:
+                # Published just after the status is committed.
+                events = await running.hub.redis.xrange("hub:events", min="-", max="+")
+                bodies = [json.loads(e["data"]) for _, e in events[events_before:]]
+                return next((b for b in bodies if b["type"] == "conversation"), None)
+
+            assert {"type": "conversation", "status": "waiting", "previous": "bot"}.items() <= (
+                await eventually(handed)
             ).items()
 
             running.hub.settings.hub_metrics_token = SecretStr(METRICS_TOKEN)
